@@ -1,0 +1,1 @@
+"""The `facepipe` command line (Typer)."""

@@ -1,0 +1,1 @@
+"""The learning side (torch): encoder, decoders, losses, training and inference."""

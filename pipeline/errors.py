@@ -1,0 +1,22 @@
+"""Exception types: every expected failure is a FacepipeError, so callers can record it and go on."""
+
+from __future__ import annotations
+
+from os import PathLike
+
+
+class FacepipeError(Exception):
+    """Base of all errors facepipe raises on purpose (bad input, bad config)."""
+
+
+class ScanFormatError(FacepipeError):
+    """A file that cannot be read as the format it claims to be; the message names file and problem."""
+
+    def __init__(self, path: str | PathLike[str], problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class CatalogError(FacepipeError):
+    """A data catalog that is missing, malformed or names an unknown dataset."""

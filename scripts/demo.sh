@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Sets up (if needed) and runs the main job on the embedded example data:
+# generate the example dataset, check the catalog entry, inspect one scan of every layout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+fp=.venv/bin/facepipe
+out=out/demo
+mkdir -p "$out"
+$fp sample-data data/example
+$fp catalog check example
+for f in data/example/BU-3DFE/F0001/F0001_HA04WH_F3D.wrl \
+         data/example/Bosphorus/bs000/bs000_E_HAPPY_0.bnt \
+         data/example/FRGC/nd1/Spring2003range/04200d100.abs; do
+  name=$(basename "$f")
+  $fp inspect "$f" --png "$out/${name%%.*}.png"
+  $fp inspect "$f" --json > "$out/${name%%.*}.json"
+done
+echo "demo done: previews and reports in $out/"
