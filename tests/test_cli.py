@@ -1,0 +1,58 @@
+"""The console script as a user runs it: a real subprocess, real exit codes, real stderr."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def facepipe(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).with_name("facepipe")
+    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_inspect_json_and_png(tmp_path: Path, example_dir: Path) -> None:
+    scan = next((example_dir / "Bosphorus").rglob("*.bnt"))
+    png = tmp_path / "p.png"
+    run = facepipe("inspect", str(scan), "--json", "--png", str(png))
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["format"] == "bosphorus" and report["landmarks"] == 22 and report["units"] == "mm"
+    assert report["vertices"] > 1000 and report["faces"] > 1000
+    assert all(lo < hi for lo, hi in zip(report["bbox_min"], report["bbox_max"]))
+    img = np.asarray(Image.open(png))
+    assert img.shape == (600, 480, 3) and img.std() > 10
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bs000_N_N_0.bnt"
+    bad.write_bytes(b"\x00\x01\x02")
+    run = facepipe("inspect", str(bad))
+    assert run.returncode == 2
+    assert run.stderr.strip() == f"error: {bad}: truncated .bnt header (3 bytes)"
+    assert "Traceback" not in run.stderr
+    debug = facepipe("--debug", "inspect", str(bad))
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_catalog_commands_and_sample_data(tmp_path: Path) -> None:
+    shutil.copy(REPO / "data_catalog.yaml", tmp_path)
+    made = facepipe("sample-data", "data/example", "--subjects", "1", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    listed = facepipe("catalog", "list", cwd=tmp_path)
+    assert listed.returncode == 0 and "example" in listed.stdout and "bu3dfe" in listed.stdout
+    check = facepipe("catalog", "check", "example", "--json", cwd=tmp_path)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert json.loads(check.stdout)["files"] == 5 and json.loads(check.stdout)["readable"] == 5
+    missing = facepipe("catalog", "check", "frgc", cwd=tmp_path, )
+    assert missing.returncode == 1 and "MISSING" in missing.stdout
+    unknown = facepipe("catalog", "check", "nope", cwd=tmp_path)
+    assert unknown.returncode == 2 and "no dataset 'nope'" in unknown.stderr
