@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -29,9 +29,9 @@ def _root(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")
 @app.command()
 def inspect(
     path: Annotated[Path, typer.Argument(help="a scan file of any supported format")],
-    fmt: Annotated[Optional[str], typer.Option("--format", help="reader to use instead of detecting one")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="reader to use instead of detecting one")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
-    png: Annotated[Optional[Path], typer.Option("--png", help="write a shaded preview here")] = None,
+    png: Annotated[Path | None, typer.Option("--png", help="write a shaded preview here")] = None,
 ) -> None:
     """What a file is: format, mesh size, landmarks, units, bounding box."""
     from facepipe.pipeline.inspect import describe, preview
@@ -95,7 +95,7 @@ def catalog_check(
             typer.echo(f"  readable     {report.readable}")
         for scan, missing in report.missing_siblings.items():
             typer.echo(f"  missing      {scan}: {', '.join(missing)}")
-        for scan, why in report.unreadable.items():
+        for why in report.unreadable.values():
             typer.echo(f"  unreadable   {why}")
     if not report.ok:
         raise typer.Exit(1)

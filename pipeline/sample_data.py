@@ -7,13 +7,14 @@ and gives every landmark a known position, so readers and later stages can be ch
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from facepipe.pipeline.io import bosphorus, bu3dfe, frgc
-from facepipe.pipeline.io.image import write_image
 from facepipe.pipeline.io.vrml import FaceSet, VrmlDocument, Viewpoint, write_vrml
 from facepipe.pipeline.scan import grid_faces
 
@@ -211,10 +212,6 @@ def frgc_files(p: FaceParams, rng: np.random.Generator, stem: str, rows: int = 1
 
 
 def _encode(pixels: np.ndarray, fmt: str) -> bytes:
-    import io
-
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format=fmt)
     return buf.getvalue()

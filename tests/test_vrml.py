@@ -170,3 +170,17 @@ def test_truncated_files_fail_cleanly(cut: int) -> None:
         document_to_scan(parse_vrml(data[:cut], "cut.wrl"), "cut.wrl", META)
     except ScanFormatError:
         pass
+
+
+def test_normals_follow_the_inverse_transpose_under_non_uniform_scale() -> None:
+    text = """#VRML V2.0 utf8
+Transform { scale 1 4 1 children [ Shape { geometry IndexedFaceSet {
+  coord Coordinate { point [ 0 0 0, 1 0 0, 0 1 1 ] }
+  normal Normal { vector [ 0 0.7071068 -0.7071068, 0 0.7071068 -0.7071068, 0 0.7071068 -0.7071068 ] }
+  coordIndex [ 0 1 2 -1 ] } } ] }
+"""
+    scan, _ = document_to_scan(parse_vrml(text), "s.wrl", META)
+    a, b, c = scan.vertices
+    true = np.cross(b - a, c - a)
+    true /= np.linalg.norm(true)
+    assert np.allclose(np.abs(scan.normals @ true), 1.0, atol=1e-6)  # still perpendicular to the surface

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from facepipe.pipeline.errors import ScanFormatError
 from facepipe.pipeline.io import bjut, bosphorus, bu3dfe, bu4dfe, frgc, generic, micc, texas, vrml
-from facepipe.pipeline.io.text import read_bytes
 from facepipe.pipeline.scan import Scan
 from facepipe.schemas.scan import ScanMeta
 
@@ -51,9 +50,17 @@ def detect_format(path: str | PathLike[str]) -> str:
         return "texas3d"
     if name.endswith(generic.EXTENSIONS):
         return "micc" if micc.is_micc(p) else p.suffix.lower().lstrip(".")
-    if p.is_file() and bjut.is_bjut_text(read_bytes(p)[:64]):
+    if p.is_file() and bjut.is_bjut_text(_head(p)):
         return "bjut3d"
     raise ScanFormatError(p, f"unknown scan format (known: {', '.join(FORMATS)}); name one explicitly")
+
+
+def _head(path: Path, size: int = 64) -> bytes:
+    try:
+        with path.open("rb") as fh:
+            return fh.read(size)
+    except OSError as exc:
+        raise ScanFormatError(path, f"cannot read: {exc.strerror or exc}") from None
 
 
 def read_scan(path: str | PathLike[str], fmt: str | None = None, texture: bool = True) -> Scan:

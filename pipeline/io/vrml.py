@@ -294,9 +294,16 @@ def _check_index(path: str | PathLike[str], name: str, index: np.ndarray, count:
         raise ScanFormatError(path, f"{name} holds negative indices other than -1")
 
 
-def _per_vertex(values: np.ndarray, index: np.ndarray | None, coord_index: np.ndarray, n_vertices: int) -> np.ndarray:
+def _per_vertex(path: str | PathLike[str], what: str, values: np.ndarray, index: np.ndarray | None,
+                coord_index: np.ndarray, n_vertices: int) -> np.ndarray:
     """Per-vertex attribute from VRML's per-vertex or per-corner layout (per-corner values averaged)."""
-    if index is None or np.array_equal(index, coord_index):
+    index = index if index is not None and index.size else None
+    if index is None:
+        if len(values) != n_vertices:
+            raise ScanFormatError(path, f"{len(values)} {what}s for {n_vertices} vertices and no {what}Index")
+        return values
+    _check_index(path, f"{what}Index", index, len(values), what)
+    if np.array_equal(index, coord_index):
         return values
     corners = (coord_index >= 0) & (index >= 0)
     out = np.zeros((n_vertices, values.shape[1]))
@@ -328,21 +335,12 @@ def document_to_scan(doc: VrmlDocument, path: str | PathLike[str], meta: ScanMet
             face_uv.append(fs.tex_coords[tidx[corners]])
         if any_normals:
             assert fs.normals is not None
-            nidx = fs.normal_index if fs.normal_index is not None and fs.normal_index.size else None
-            if nidx is not None:
-                _check_index(path, "normalIndex", nidx, len(fs.normals), "normal")
-            elif len(fs.normals) != n:
-                raise ScanFormatError(path, f"{len(fs.normals)} normals for {n} vertices and no normalIndex")
-            nv = _per_vertex(fs.normals, nidx, fs.coord_index, n) @ xf[:3, :3].T
+            # normals follow the inverse transpose, so a non-uniform scale does not bend them
+            nv = _per_vertex(path, "normal", fs.normals, fs.normal_index, fs.coord_index, n) @ np.linalg.inv(xf[:3, :3])
             normals.append(nv / np.maximum(np.linalg.norm(nv, axis=1, keepdims=True), 1e-12))
         if any_colors:
             assert fs.colors is not None
-            cidx = fs.color_index if fs.color_index is not None and fs.color_index.size else None
-            if cidx is not None:
-                _check_index(path, "colorIndex", cidx, len(fs.colors), "colour")
-            elif len(fs.colors) != n:
-                raise ScanFormatError(path, f"{len(fs.colors)} colours for {n} vertices and no colorIndex")
-            colors.append(_per_vertex(fs.colors, cidx, fs.coord_index, n))
+            colors.append(_per_vertex(path, "color", fs.colors, fs.color_index, fs.coord_index, n))
         offset += n
     scan = make_scan(
         path,
