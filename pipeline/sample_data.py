@@ -8,7 +8,7 @@ and gives every landmark a known position, so readers and later stages can be ch
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -234,7 +234,7 @@ def write_example_dataset(out: str | Path, subjects: int = 4, seed: int = 0) -> 
     for s in range(subjects):
         rng = np.random.default_rng([seed, s])
         neutral = FaceParams.random(rng)
-        happy = FaceParams(neutral.width, neutral.height, neutral.nose, neutral.eye_gap, smile=1.0, mouth_open=0.5)
+        happy = replace(neutral, smile=1.0, mouth_open=0.5)
         sid = f"F{s + 1:04d}" if s % 2 == 0 else f"M{s + 1:04d}"
         written += write_files(out / "BU-3DFE" / sid, bu3dfe_files(neutral, rng, f"{sid}_NE00WH_F3D"))
         written += write_files(out / "BU-3DFE" / sid, bu3dfe_files(happy, rng, f"{sid}_HA04WH_F3D"))

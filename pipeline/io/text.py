@@ -69,10 +69,10 @@ def read_text(path: str | PathLike[str]) -> str:
     return data.decode("latin-1")
 
 
-def fmt_rows(values: np.ndarray, fmt: str, sep: str = " ", end: str = "\n") -> str:
+def fmt_rows(values: np.ndarray, fmt: str) -> str:
     """Rows of `values` formatted with one `fmt` per cell; quick enough for 100k-row meshes."""
     values = np.asarray(values)
     if values.size == 0:
         return ""
-    row = sep.join([fmt] * values.shape[1])
-    return end.join([row] * len(values)) % tuple(values.ravel().tolist()) + end
+    row = " ".join([fmt] * values.shape[1])
+    return "\n".join([row] * len(values)) % tuple(values.ravel().tolist()) + "\n"

@@ -20,7 +20,7 @@ import numpy as np
 from facepipe.pipeline.errors import ScanFormatError
 from facepipe.pipeline.io.image import read_image
 from facepipe.pipeline.io.text import fmt_rows, parse_numbers, read_text
-from facepipe.pipeline.scan import Scan, fan_corners, make_scan
+from facepipe.pipeline.scan import Scan, fan_corners, make_scan, polygon_offsets
 from facepipe.schemas.scan import ScanMeta
 
 _TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\]]|[^\s{}\[\],"#]+')
@@ -131,10 +131,6 @@ class _Parser:
         node: dict[str, Any] = {"_type": tok}
         self.expect("{")
         while (fname := self.next()) != "}":
-            if fname in ("ROUTE",):
-                for _ in range(3):
-                    self.next()
-                continue
             node[fname] = self.value()
         if def_name:
             self.defs[def_name] = node
@@ -373,21 +369,18 @@ def read_vrml_scan(path: str | PathLike[str], meta: ScanMeta, texture: bool) -> 
 Style = Literal["bu3dfe", "polyworks"]
 
 
-def _polygons(index: np.ndarray, indent: str) -> str:
-    starts, lengths = polygon_offsets_with_terminator(index)
-    parts = [", ".join(str(i) for i in index[s : s + n]) for s, n in zip(starts.tolist(), lengths.tolist())]
-    return "".join(f"{indent}{p},\n" for p in parts)
-
-
 def _rows_block(values: np.ndarray, indent: str) -> str:
     return "".join(f"{indent}{row},\n" for row in fmt_rows(values, "%.6f").splitlines())
 
 
-def polygon_offsets_with_terminator(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Start and length (including its -1) of every polygon, for writing one polygon per line."""
-    ends = np.flatnonzero(index == -1)
-    starts = np.concatenate(([0], ends[:-1] + 1)) if ends.size else np.zeros(0, np.int64)
-    return starts, ends - starts + 1
+def _polygon_lines(index: np.ndarray, sep: str) -> list[str]:
+    """One string per polygon, its -1 terminator included, e.g. '0, 1, 2, -1,' for sep ', '."""
+    starts, lengths = polygon_offsets(index)
+    return [sep.join(str(i) for i in index[s : s + n + 1]) + "," for s, n in zip(starts.tolist(), lengths.tolist())]
+
+
+def _polygons(index: np.ndarray, indent: str) -> str:
+    return "".join(f"{indent}{line}\n" for line in _polygon_lines(index, ", "))
 
 
 def write_vrml(doc: VrmlDocument, style: Style = "bu3dfe") -> bytes:
@@ -432,7 +425,6 @@ def write_vrml(doc: VrmlDocument, style: Style = "bu3dfe") -> bytes:
                     continue
                 rows = fmt_rows(arr, "%.6f").splitlines()
                 out.append(f"    {node} {{ {fname} [ " + ",\n      ".join(rows) + " ] }\n")
-            starts, lengths = polygon_offsets_with_terminator(fs.coord_index)
-            polys = [" ".join(f"{i}," for i in fs.coord_index[s : s + n]) for s, n in zip(starts.tolist(), lengths.tolist())]
+            polys = _polygon_lines(fs.coord_index, ", ")
             out.append("    coordIndex [ " + "\n      ".join(polys).rstrip(",") + " ]\n  }\n}\n")
     return "".join(out).encode("ascii")
