@@ -1,0 +1,206 @@
+"""The five alignment landmarks of a scan: from the database's own annotations, or from MediaPipe.
+
+MediaPipe's face mesh runs on a render of the scan (texture or shading); each of its 478 image
+landmarks is lifted back onto the surface by casting the ray through its exact sub-pixel position.
+Several views are tried (upright first) and the most confident one is kept.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from facepipe.pipeline.morphable import FIVE
+from facepipe.pipeline.render import Camera, Hits, Raycaster, camera_light, facing_direction, framing_camera, image_of
+from facepipe.pipeline.scan import Landmarks, Scan
+
+# MediaPipe face-mesh ids. Its "right" is the subject's right, as in our frame. The two eye contours
+# are listed so that position k of one is the mirror image of position k of the other.
+MP_RIGHT_EYE = (33, 246, 161, 160, 159, 158, 157, 173, 133, 155, 154, 153, 145, 144, 163, 7)
+MP_LEFT_EYE = (263, 466, 388, 387, 386, 385, 384, 398, 362, 382, 381, 380, 374, 373, 390, 249)
+# the points we use (eye contours, nose tip 4, mouth corners 61/291: the ids nearest the iBUG
+# definitions on ICT-FaceKit renders) and, position by position, their mirror partners
+MP_USED = np.array(MP_RIGHT_EYE + MP_LEFT_EYE + (4, 61, 291))
+MP_MIRROR = np.array(MP_LEFT_EYE + MP_RIGHT_EYE + (4, 291, 61))
+CORE = (0, 8, 16, 24, 32, 33, 34)  # eye corners, nose, mouth corners: positions in MP_USED
+# lights in camera terms (right, up, toward the camera): a headlight and one from above, whose
+# detections are averaged; with the mirror images this halves MediaPipe's left/right bias
+LIGHTS = ((0.0, 0.0, 1.0), (0.0, 0.5, 1.0))
+
+# (yaw, roll) in degrees, tried in this order until one view is confident enough
+VIEWS = ((0.0, 0.0), (0.0, -25.0), (0.0, 25.0), (-30.0, 0.0), (30.0, 0.0), (0.0, 90.0), (0.0, -90.0), (0.0, 180.0))
+
+
+@dataclass(frozen=True, eq=False)
+class FiveLandmarks:
+    points: np.ndarray  # (5, 3) in the scan's frame, FIVE order
+    source: str  # 'bnd', 'lm3', ... for annotations; 'mediapipe' for detections
+    confidence: float  # 1 for annotations; detector score x fraction of core landmarks on the surface
+    view: str = ""  # for detections: which view won
+
+
+def _canonical(name: str) -> str:
+    """'bu49_mouth_right' -> 'mouth_right': numbered schemes share the subject-frame names."""
+    return re.sub(r"^bu\d\d_", "", name)
+
+
+def face_normal(five: np.ndarray) -> np.ndarray:
+    """Unit normal out of the face from the eye line and the eyes-to-mouth direction."""
+    across = five[1] - five[0]
+    down_up = (five[0] + five[1]) / 2 - (five[3] + five[4]) / 2
+    n = np.cross(across, down_up)
+    return n / np.linalg.norm(n)
+
+
+def nose_tip_from_geometry(vertices: np.ndarray, around: np.ndarray, normal: np.ndarray, radius: float) -> np.ndarray:
+    """The most protruding vertex along the face normal within `radius` of `around` (pronasale)."""
+    near = np.flatnonzero(((vertices - around) ** 2).sum(1) <= radius**2)
+    if len(near) == 0:
+        return np.full(3, np.nan)
+    return vertices[near[np.argmax(vertices[near] @ normal)]]
+
+
+def five_from_annotations(landmarks: Landmarks, vertices: np.ndarray) -> FiveLandmarks | None:
+    """Map a database's markup onto the five; None when it lacks any of them.
+
+    Eye centres: the named centre, else the mean of the eye's contour points (BU-3DFE's eight, or
+    Bosphorus's two corners). The nose tip: the named one, else (BU-3DFE, whose 83 points have none)
+    the most protruding scan vertex near the nose points.
+    """
+    names = [_canonical(n) for n in landmarks.names]
+    pts = landmarks.points
+    by_name = dict(zip(names, pts))
+
+    def eye(side: str) -> np.ndarray:
+        if f"{side}_eye_centre" in by_name:
+            return by_name[f"{side}_eye_centre"]
+        ring = [p for n, p in zip(names, pts) if n.startswith(f"{side}_eye_")]
+        return np.mean(ring, 0) if ring and np.isfinite(ring).all() else np.full(3, np.nan)
+
+    five = np.stack([eye("right"), eye("left"), by_name.get("nose_tip", np.full(3, np.nan)),
+                     by_name.get("mouth_right", np.full(3, np.nan)), by_name.get("mouth_left", np.full(3, np.nan))])
+    if not np.isfinite(five[[0, 1, 3, 4]]).all():
+        return None
+    if not np.isfinite(five[2]).all():
+        nose = [p for n, p in zip(names, pts) if n.startswith("nose_") and np.isfinite(p).all()]
+        if not nose:
+            return None
+        eye_gap = float(np.linalg.norm(five[1] - five[0]))
+        five[2] = nose_tip_from_geometry(vertices, np.mean(nose, 0), face_normal(five), 0.4 * eye_gap)
+        if not np.isfinite(five[2]).all():
+            return None
+    return FiveLandmarks(five, landmarks.source or "annotations", 1.0)
+
+
+class MediaPipe:
+    """MediaPipe's face detector (for a score) and face mesh (for 478 points), made once per process.
+
+    The graphs are not picklable and not thread-safe: use `MediaPipe.shared()` in worker processes.
+    """
+
+    _local = threading.local()
+
+    def __init__(self, min_detection_confidence: float = 0.3) -> None:
+        import mediapipe as mp  # heavy import, only where detection runs
+
+        self.detector = mp.solutions.face_detection.FaceDetection(model_selection=0, min_detection_confidence=min_detection_confidence)
+        self.mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
+                                                    min_detection_confidence=min_detection_confidence)
+
+    @classmethod
+    def shared(cls) -> MediaPipe:
+        if getattr(cls._local, "instance", None) is None:
+            cls._local.instance = cls()
+        return cls._local.instance
+
+    def detect(self, image: np.ndarray) -> tuple[np.ndarray, float] | None:
+        """(478, 2) continuous pixel (col, row) positions and the face detector's score, or None."""
+        found = self.mesh.process(image).multi_face_landmarks
+        if not found:
+            return None
+        h, w = image.shape[:2]
+        px = np.array([(p.x * w, p.y * h) for p in found[0].landmark], np.float64)
+        dets = self.detector.process(image).detections
+        return px, float(max((d.score[0] for d in dets), default=0.0)) if dets else 0.0
+
+    def detect_used(self, images: list[np.ndarray]) -> tuple[np.ndarray, float] | None:
+        """MP_USED positions averaged over the images and their mirror images, and the mean score.
+
+        A mirror image's detection, read through MP_MIRROR and flipped back, is a second opinion
+        with the opposite left/right bias.
+        """
+        positions, scores = [], []
+        for image in images:
+            for mirrored in (False, True):
+                found = self.detect(np.ascontiguousarray(image[:, ::-1]) if mirrored else image)
+                if found is None:
+                    continue
+                px, score = found
+                if mirrored:
+                    px = px[MP_MIRROR]
+                    px[:, 0] = image.shape[1] - px[:, 0]
+                else:
+                    px = px[MP_USED]
+                positions.append(px)
+                scores.append(score)
+        if not positions:
+            return None
+        return np.mean(positions, 0), float(np.mean(scores))
+
+
+def lift(pixels: np.ndarray, camera: Camera, caster: Raycaster, image_hits: Hits, snap_px: float = 6.0) -> tuple[np.ndarray, np.ndarray]:
+    """3D surface points under image positions, and which hit directly.
+
+    A ray that misses (the landmark sits on a hole, as eye corners do on scans without eyes) takes
+    the hit of the nearest covered pixel within `snap_px`; farther ones stay NaN.
+    """
+    hits = caster.cast(camera.rays(pixels))
+    pts = hits.points()
+    direct = hits.mask.copy()
+    if not direct.all():
+        dist, (rr, cc) = ndimage.distance_transform_edt(~image_hits.mask, return_indices=True)
+        surface = image_hits.points()
+        col = np.clip(pixels[~direct, 0].astype(np.int64), 0, camera.width - 1)
+        row = np.clip(pixels[~direct, 1].astype(np.int64), 0, camera.height - 1)
+        near = dist[row, col] <= snap_px
+        snapped = surface[rr[row, col], cc[row, col]]
+        pts[~direct] = np.where(near[:, None], snapped, np.nan)
+    return pts, direct
+
+
+def five_from_mediapipe_points(pts: np.ndarray) -> np.ndarray:
+    """The five from the lifted MP_USED points: eye centres as the mean of each eye's contour."""
+    n = len(MP_RIGHT_EYE)
+    return np.stack([np.nanmean(pts[:n], 0), np.nanmean(pts[n : 2 * n], 0), pts[2 * n], pts[2 * n + 1], pts[2 * n + 2]])
+
+
+def detect_five(scan: Scan, mediapipe: MediaPipe, size: int = 256, accept: float = 0.8,
+                views: tuple[tuple[float, float], ...] = VIEWS, use_texture: bool = True) -> FiveLandmarks | None:
+    """Render, detect and lift, view after view, until a confident view; None if no view has a face."""
+    caster = Raycaster(scan.vertices, scan.faces)
+    direction = facing_direction(scan.vertices, scan.faces)
+    best: FiveLandmarks | None = None
+    for yaw, roll in views:
+        cam = framing_camera(scan.vertices, scan.faces, size, size, yaw=yaw, roll=roll, direction=direction)
+        hits = caster.render(cam)
+        if hits.mask.sum() < 100:
+            continue
+        images = [image_of(scan, hits, camera_light(cam, light), use_texture) for light in LIGHTS]
+        found = mediapipe.detect_used(images)
+        if found is None:
+            continue
+        px, score = found
+        pts, direct = lift(px, cam, caster, hits)
+        five = five_from_mediapipe_points(pts)
+        if not np.isfinite(five).all():
+            continue
+        confidence = score * float(direct[list(CORE)].mean())
+        if best is None or confidence > best.confidence:
+            best = FiveLandmarks(five, "mediapipe", confidence, f"yaw{yaw:+.0f}_roll{roll:+.0f}")
+        if confidence >= accept:
+            break
+    return best

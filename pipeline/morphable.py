@@ -1,0 +1,74 @@
+"""Morphable face models: a mean mesh, identity and expression bases, named landmark vertices.
+
+A face is `mean + identity_weights . identity + expression_weights . expression`, in mm, in the
+project frame (+x the subject's left, +y up, +z out of the face). Landmarks are groups of vertices
+whose mean is the landmark, because some (an eye centre) are not vertices of any face mesh.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+
+from facepipe.pipeline.errors import ScanFormatError
+
+FIVE = ("right_eye_centre", "left_eye_centre", "nose_tip", "mouth_right", "mouth_left")
+
+
+@dataclass(frozen=True, eq=False)
+class MorphableModel:
+    name: str
+    mean: np.ndarray  # (V, 3) float64, mm
+    triangles: np.ndarray  # (F, 3) int64
+    identity: np.ndarray  # (Ki, V, 3) float32 offsets in mm; weights ~ N(0, 1)
+    expression: np.ndarray  # (Ke, V, 3) float32 offsets in mm
+    expression_names: tuple[str, ...] = ()
+    landmarks: dict[str, np.ndarray] = field(default_factory=dict)  # name -> vertex ids averaged
+    face_vertices: int | None = None  # the first n vertices form the face region (None: all)
+    license: str = ""
+
+    def shape(self, identity: np.ndarray | None = None, expression: np.ndarray | None = None) -> np.ndarray:
+        """(V, 3) vertices in mm for the given weights (missing weights are zero)."""
+        v = self.mean.copy()
+        if identity is not None:
+            v += np.tensordot(np.asarray(identity, np.float64), self.identity[: len(identity)], 1)
+        if expression is not None:
+            v += np.tensordot(np.asarray(expression, np.float64), self.expression[: len(expression)], 1)
+        return v
+
+    def landmark_points(self, vertices: np.ndarray, names: tuple[str, ...] = FIVE) -> np.ndarray:
+        """(L, 3) landmarks of a face of this model."""
+        return np.stack([vertices[self.landmarks[n]].mean(0) for n in names])
+
+
+# 0-based iBUG-68 ids: 36-41 the subject's right eye, 42-47 the left, 30 the nose tip, 48/54 mouth corners
+IBUG68_FIVE = {"right_eye_centre": list(range(36, 42)), "left_eye_centre": list(range(42, 48)),
+               "nose_tip": [30], "mouth_right": [48], "mouth_left": [54]}
+
+
+def load_ict_npz(path: str | PathLike[str]) -> MorphableModel:
+    """The compact ICT-FaceKit face-area npz (centimetres) as a model in mm."""
+    p = Path(path)
+    try:
+        d = np.load(p, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ScanFormatError(p, f"not a readable npz file ({exc})") from None
+    need = {"neutral", "triangles", "identity", "expression", "landmarks_ibug68"}
+    if missing := need - set(d.files):
+        raise ScanFormatError(p, f"an ICT-FaceKit npz needs arrays {sorted(need)}; missing {sorted(missing)}")
+    scale = {"cm": 10.0, "mm": 1.0, "m": 1000.0}[str(d["units"])] if "units" in d.files else 10.0
+    mean = d["neutral"].astype(np.float64) * scale
+    tri = d["triangles"].astype(np.int64)
+    if mean.ndim != 2 or mean.shape[1] != 3 or tri.min() < 0 or tri.max() >= len(mean):
+        raise ScanFormatError(p, f"neutral {mean.shape} and triangles (max id {tri.max()}) do not fit")
+    ibug = d["landmarks_ibug68"].astype(np.int64)
+    landmarks = {name: ibug[ids] for name, ids in IBUG68_FIVE.items()}
+    landmarks |= {f"ibug{k:02d}": ibug[k : k + 1] for k in range(len(ibug))}
+    n_face = int(d["narrow_face_vertex_count"]) if "narrow_face_vertex_count" in d.files else None
+    return MorphableModel("ict", mean, tri, (d["identity"] * scale).astype(np.float32),
+                          (d["expression"] * scale).astype(np.float32),
+                          tuple(str(n) for n in d["expression_names"]) if "expression_names" in d.files else (),
+                          landmarks, n_face, str(d["license"]) if "license" in d.files else "")

@@ -1,0 +1,145 @@
+"""One raw scan to the network's input: landmarks, similarity onto the template, ICP, crop, resample.
+
+`preprocess` never raises for a bad scan: it returns a `PreprocessFailure` naming the stage and
+the reason, so that one scan without a face costs a batch nothing but its own record.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from os import PathLike
+from typing import Iterator
+
+import numpy as np
+
+from facepipe.pipeline.align import apply, icp, scale_of, umeyama
+from facepipe.pipeline.crop import crop_mesh, region_mask
+from facepipe.pipeline.errors import FacepipeError
+from facepipe.pipeline.io.registry import read_scan
+from facepipe.pipeline.landmarks import FiveLandmarks, MediaPipe, detect_five, five_from_annotations
+from facepipe.pipeline.resample import sample_points, subdivide_to, vertex_normals
+from facepipe.pipeline.scan import Scan
+from facepipe.pipeline.template import Template
+from facepipe.schemas.preprocess import PreprocessConfig, PreprocessFailure, QualityRecord
+
+
+class StageError(FacepipeError):
+    """An expected, per-scan failure of one stage (no face, nothing left after the crop, ...)."""
+
+    def __init__(self, stage: str, reason: str) -> None:
+        self.stage, self.reason = stage, reason
+        super().__init__(f"{stage}: {reason}")
+
+
+@dataclass(frozen=True, eq=False)
+class Preprocessed:
+    points: np.ndarray  # (P, 3) float32, template frame
+    normals: np.ndarray  # (P, 3) float32, unit
+    landmarks: np.ndarray  # (5, 3) float32, the scan's five in the template frame
+    to_template: np.ndarray  # (4, 4) float64: raw scan frame -> template frame
+    quality: QualityRecord
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+
+def find_five(scan: Scan, config: PreprocessConfig, mediapipe: MediaPipe | None) -> FiveLandmarks:
+    if config.landmarks != "mediapipe" and scan.landmarks is not None:
+        five = five_from_annotations(scan.landmarks, scan.vertices)
+        if five is not None:
+            return five
+    if config.landmarks == "annotations":
+        raise StageError("landmarks", "the scan has no landmark file with the five alignment landmarks")
+    found = detect_five(scan, mediapipe or MediaPipe.shared(), config.render_size, config.accept_confidence,
+                        use_texture=config.use_texture)
+    if found is None:
+        raise StageError("landmarks", "MediaPipe found no face in any view of the scan")
+    if found.confidence < config.min_confidence:
+        raise StageError("landmarks", f"face detection confidence {found.confidence:.2f} is below {config.min_confidence}")
+    return found
+
+
+def align(scan: Scan, five: np.ndarray, template: Template, config: PreprocessConfig) -> tuple[np.ndarray, dict[str, float | None]]:
+    """Raw -> template similarity from the five landmarks, refined by rigid ICP when it pairs enough."""
+    try:
+        t = umeyama(five, template.landmarks)
+    except ValueError as exc:
+        raise StageError("align", f"the five landmarks do not determine a similarity: {exc}") from None
+    s = scale_of(t)
+    info: dict[str, float | None] = {"residual": float(np.linalg.norm(apply(t, five) - template.landmarks, axis=1).mean() / s),
+                                     "residual_icp": None, "fitness": None, "rmse": None}
+    if config.icp:
+        moved = apply(t, scan.vertices)
+        near = region_mask(moved, config.crop_box * 1.1)
+        if near.sum() >= 3:
+            tn = vertex_normals(template.vertices, template.triangles)
+            rigid, fitness, rmse = icp(moved[near], template.vertices, tn, config.icp_max_distance_mm * s, config.icp_iterations)
+            info |= {"fitness": fitness, "rmse": rmse / s}
+            if fitness >= config.icp_min_fitness:
+                t = rigid @ t
+                info["residual_icp"] = float(np.linalg.norm(apply(t, five) - template.landmarks, axis=1).mean() / s)
+    return t, info
+
+
+def preprocess(scan: Scan, template: Template, config: PreprocessConfig, rng: np.random.Generator,
+               mediapipe: MediaPipe | None = None) -> Preprocessed | PreprocessFailure:
+    clock = _Clock()
+    try:
+        with clock.stage("landmarks"):
+            five = find_five(scan, config, mediapipe)
+        with clock.stage("align"):
+            t, info = align(scan, five.points, template, config)
+        with clock.stage("crop"):
+            moved = apply(t, scan.vertices)
+            nose = apply(t, five.points[2:3])[0]
+            keep = region_mask(moved, config.crop_box, nose, config.crop_radius)
+            v, f, _ = crop_mesh(moved, scan.faces, keep)
+            if len(v) < config.min_points_after_crop:
+                raise StageError("crop", f"only {len(v)} vertices lie inside the template region "
+                                 f"(need {config.min_points_after_crop}): wrong landmarks or not a face")
+            a, b, c = (v[f[:, k]] for k in range(3))
+            if np.cross(b - a, c - a).sum(0)[2] < 0:  # wound inward: make normals face the viewer (+z)
+                f = f[:, ::-1]
+        with clock.stage("resample"):
+            wanted = config.subdivide == "always" or (config.subdivide == "auto" and config.sampling == "vertices")
+            sv, sf, levels = subdivide_to(v, f, config.n_points, config.max_subdivisions) if wanted else (v, f, 0)
+            if config.sampling == "vertices" and len(sv) < config.n_points:
+                raise StageError("resample", f"{len(sv)} vertices after {levels} subdivisions, fewer than {config.n_points}")
+            pts, nrm = sample_points(sv, sf, config.n_points, rng, config.sampling)
+    except StageError as exc:
+        return PreprocessFailure(path=scan.meta.path, stage=exc.stage, reason=exc.reason)  # type: ignore[arg-type]
+    quality = QualityRecord(
+        landmark_source=five.source, landmark_confidence=five.confidence, landmark_view=five.view,
+        landmark_residual_mm=info["residual"], landmark_residual_icp_mm=info["residual_icp"],
+        icp_fitness=info["fitness"], icp_rmse_mm=info["rmse"], scale=scale_of(t),
+        vertices_before_crop=len(scan.vertices), vertices_after_crop=len(v), triangles_after_crop=len(f),
+        subdivision_levels=levels, seconds=clock.seconds)
+    return Preprocessed(pts.astype(np.float32), nrm.astype(np.float32), apply(t, five.points).astype(np.float32), t, quality)
+
+
+def preprocess_file(path: str | PathLike[str], template: Template, config: PreprocessConfig, rng: np.random.Generator,
+                    fmt: str | None = None, mediapipe: MediaPipe | None = None) -> Preprocessed | PreprocessFailure:
+    """Read and preprocess; a file that cannot be read is a failure record naming the file and problem."""
+    t0 = time.perf_counter()
+    try:
+        scan = read_scan(path, fmt, texture=config.use_texture and config.landmarks != "annotations")
+    except FacepipeError as exc:
+        return PreprocessFailure(path=str(path), stage="read", reason=str(exc))
+    read_s = time.perf_counter() - t0
+    result = preprocess(scan, template, config, rng, mediapipe)
+    if isinstance(result, Preprocessed):
+        result.quality.seconds = {"read": read_s} | result.quality.seconds
+    return result
+

@@ -1,0 +1,78 @@
+"""The template: the mesh every scan is aligned to and every output shares, normalised into [-1, 1].
+
+`unit_mm` is how many mm of the source model one template unit is, so errors computed in the
+template frame can be reported in mm. The id is a content hash: stores and checkpoints record it,
+and a mismatch between them is caught instead of silently mixing frames.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+
+from facepipe.pipeline.errors import ScanFormatError
+from facepipe.pipeline.morphable import FIVE, MorphableModel
+from facepipe.pipeline.scan import compact
+
+
+@dataclass(frozen=True, eq=False)
+class Template:
+    name: str
+    vertices: np.ndarray  # (V, 3) float64 in [-1, 1]
+    triangles: np.ndarray  # (F, 3) int64
+    landmarks: np.ndarray  # (5, 3) float64, the FIVE alignment landmarks in the template frame
+    unit_mm: float  # mm per template unit
+    center_mm: np.ndarray  # (3,) the source-frame point that became the origin
+
+    @property
+    def id(self) -> str:
+        h = hashlib.sha256()
+        for a in (self.vertices, self.triangles, self.landmarks, np.array([self.unit_mm]), self.center_mm):
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()[:16]
+
+    def edges(self) -> np.ndarray:
+        """(E, 2) unique undirected edges, sorted."""
+        e = np.sort(self.triangles[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
+        return np.unique(e, axis=0)
+
+    def save(self, path: str | PathLike[str]) -> None:
+        np.savez(Path(path), name=self.name, vertices=self.vertices, triangles=self.triangles,
+                 landmarks=self.landmarks, unit_mm=self.unit_mm, center_mm=self.center_mm, id=self.id)
+
+
+def load_template(path: str | PathLike[str]) -> Template:
+    p = Path(path)
+    try:
+        d = np.load(p, allow_pickle=False)
+        t = Template(str(d["name"]), d["vertices"].astype(np.float64), d["triangles"].astype(np.int64),
+                     d["landmarks"].astype(np.float64), float(d["unit_mm"]), d["center_mm"].astype(np.float64))
+        stored = str(d["id"])
+    except (OSError, KeyError, ValueError) as exc:
+        raise ScanFormatError(p, f"not a facepipe template ({exc})") from None
+    if t.id != stored:
+        raise ScanFormatError(p, f"template content hash {t.id} does not match its recorded id {stored}")
+    return t
+
+
+def template_from_mesh(name: str, vertices_mm: np.ndarray, triangles: np.ndarray, landmarks_mm: np.ndarray) -> Template:
+    """Centre the mesh's bounding box and scale its largest half-extent to 1."""
+    lo, hi = vertices_mm.min(0), vertices_mm.max(0)
+    center = (lo + hi) / 2
+    unit = float((hi - lo).max() / 2)
+    return Template(name, (vertices_mm - center) / unit, np.asarray(triangles, np.int64),
+                    (np.asarray(landmarks_mm, np.float64) - center) / unit, unit, center)
+
+
+def template_from_model(model: MorphableModel, face_only: bool = True) -> Template:
+    """The model's mean face, cut to its face region when it declares one."""
+    v, f = model.mean, model.triangles
+    lm = model.landmark_points(v, FIVE)
+    if face_only and model.face_vertices is not None:
+        f = f[(f < model.face_vertices).all(1)]
+    v, f, _ = compact(v, f)
+    return template_from_mesh(model.name, v, f, lm)
