@@ -79,7 +79,8 @@ def five_from_annotations(landmarks: Landmarks, vertices: np.ndarray) -> FiveLan
         if f"{side}_eye_centre" in by_name:
             return by_name[f"{side}_eye_centre"]
         ring = [p for n, p in zip(names, pts) if n.startswith(f"{side}_eye_")]
-        return np.mean(ring, 0) if ring and np.isfinite(ring).all() else np.full(3, np.nan)
+        corners = {f"{side}_eye_inner", f"{side}_eye_outer"} <= set(names)
+        return np.mean(ring, 0) if corners and np.isfinite(ring).all() else np.full(3, np.nan)
 
     five = np.stack([eye("right"), eye("left"), by_name.get("nose_tip", np.full(3, np.nan)),
                      by_name.get("mouth_right", np.full(3, np.nan)), by_name.get("mouth_left", np.full(3, np.nan))])

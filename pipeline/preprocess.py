@@ -78,8 +78,12 @@ def align(scan: Scan, five: np.ndarray, template: Template, config: PreprocessCo
     except ValueError as exc:
         raise StageError("align", f"the five landmarks do not determine a similarity: {exc}") from None
     s = scale_of(t)
-    info: dict[str, float | None] = {"residual": float(np.linalg.norm(apply(t, five) - template.landmarks, axis=1).mean() / s),
-                                     "residual_icp": None, "fitness": None, "rmse": None}
+    residual = float(np.linalg.norm(apply(t, five) - template.landmarks, axis=1).mean())
+    eye_gap = float(np.linalg.norm(template.landmarks[1] - template.landmarks[0]))
+    if residual > config.max_landmark_residual * eye_gap:
+        raise StageError("landmarks", f"the five landmarks are not laid out like a face: after the best similarity they lie "
+                         f"{residual / eye_gap:.2f} eye distances from the template's (limit {config.max_landmark_residual})")
+    info: dict[str, float | None] = {"residual": residual / s, "residual_icp": None, "fitness": None, "rmse": None}
     if config.icp:
         moved = apply(t, scan.vertices)
         near = region_mask(moved, config.crop_box * 1.1)

@@ -20,9 +20,12 @@ class PreprocessConfig(BaseModel):
     landmarks: Literal["auto", "annotations", "mediapipe"] = Field(
         "auto", description="auto: the database's landmark file when it has the five, else MediaPipe")
     render_size: int = Field(256, ge=64, le=2048, description="square render size in pixels for MediaPipe")
-    min_confidence: float = Field(0.5, ge=0, le=1, description="a detection below this is a failure")
+    min_confidence: float = Field(0.6, ge=0, le=1, description="a detection below this is a failure")
     accept_confidence: float = Field(0.5, ge=0, le=1, description="stop trying further views at this confidence")
     use_texture: bool = Field(True, description="render the texture for MediaPipe where the scan has one")
+    max_landmark_residual: float = Field(
+        0.2, gt=0, description="a failure when the five, after the similarity, lie farther from the template's on "
+        "average than this fraction of its eye distance: a detection that is not a face")
     icp: bool = Field(False, description="refine the landmark similarity by rigid point-to-plane ICP")
     icp_max_distance_mm: float = Field(5.0, gt=0, description="pairs farther apart than this are ignored")
     icp_iterations: int = Field(30, ge=1)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,3 +36,38 @@ def test_frontal_render_is_upright_and_not_mirrored(bu3dfe_scan: Path) -> None:
     assert c_r < c_l  # a camera facing the subject sees their right eye on the image's left
     img = shade(render(scan.vertices, scan.faces, cam))
     assert img.dtype == np.uint8 and img.shape == (200, 160, 3)
+
+
+def test_framing_finds_the_face_of_a_turned_scan_and_shows_its_texture(bu3dfe_scan: Path) -> None:
+    from scipy.spatial.transform import Rotation
+
+    from facepipe.pipeline.render import Raycaster, framing_camera, image_of
+
+    scan = read_scan(bu3dfe_scan)
+    lm = scan.landmarks
+    assert lm is not None and scan.texture is not None
+    rot = Rotation.from_euler("y", 70, degrees=True).as_matrix()  # turned to look along +x
+    turned = replace(scan, vertices=scan.vertices @ rot.T)
+    cam = framing_camera(turned.vertices, turned.faces, 128, 128)
+    assert np.dot(cam.eye - cam.center, rot @ np.array([0.0, 0.0, 1.0])) > 0.9 * np.linalg.norm(cam.eye - cam.center)
+    (c_r, row_r), (c_l, row_l), (_, row_chin) = cam.project(
+        np.stack([lm.get(n) for n in ("bu01_right_eye_inner", "bu09_left_eye_inner", "bu76_chin_tip")]) @ rot.T)
+    assert c_r < c_l and row_r < row_chin and abs(row_r - row_l) < 2
+    hits = Raycaster(turned.vertices, turned.faces).render(cam)
+    img = image_of(turned, hits)
+    plain = image_of(turned, hits, use_texture=False)
+    assert img.shape == (128, 128, 3) and hits.mask.mean() > 0.3
+    # the texture is skin-coloured (red above blue); plain shading is grey
+    assert img[hits.mask, 0].mean() > img[hits.mask, 2].mean() + 20
+    assert np.abs(plain[hits.mask, 0].astype(int) - plain[hits.mask, 2]).max() <= 1
+
+
+def test_rays_through_projected_points_hit_those_points(bu3dfe_scan: Path) -> None:
+    from facepipe.pipeline.render import Raycaster
+
+    scan = read_scan(bu3dfe_scan)
+    cam = frontal_camera(scan.vertices, 100, 120)
+    caster = Raycaster(scan.vertices, scan.faces)
+    center = scan.vertices[np.argmax(scan.vertices[:, 2])]  # the nose tip: visible from the front
+    hits = caster.cast(cam.rays(cam.project(center[None])))
+    assert hits.mask.all() and np.linalg.norm(hits.points()[0] - center) < 1e-3
