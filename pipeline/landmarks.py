@@ -179,7 +179,7 @@ def five_from_mediapipe_points(pts: np.ndarray) -> np.ndarray:
     return np.stack([np.nanmean(pts[:n], 0), np.nanmean(pts[n : 2 * n], 0), pts[2 * n], pts[2 * n + 1], pts[2 * n + 2]])
 
 
-def detect_five(scan: Scan, mediapipe: MediaPipe, size: int = 256, accept: float = 0.8,
+def detect_five(scan: Scan, mediapipe: MediaPipe, size: int = 384, accept: float = 0.8,
                 views: tuple[tuple[float, float], ...] = VIEWS, use_texture: bool = True) -> FiveLandmarks | None:
     """Render, detect and lift, view after view, until a confident view; None if no view has a face."""
     caster = Raycaster(scan.vertices, scan.faces)

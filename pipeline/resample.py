@@ -14,6 +14,8 @@ from typing import Literal
 import numpy as np
 import trimesh
 
+from facepipe.pipeline.scan import compact
+
 
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """(V, 3) unit vertex normals, the area-weighted mean of the adjacent triangles' normals."""
@@ -33,6 +35,8 @@ def subdivide_to(vertices: np.ndarray, faces: np.ndarray, n: int, max_levels: in
     (230 vs 590 ms for two levels of a 5k-vertex scan, benchmarks/bench_preprocess.py).
     """
     v, f, levels = np.asarray(vertices, np.float64), np.asarray(faces, np.int64), 0
+    if len(v) < n and len(f) and len(np.unique(f)) < len(v):  # vertices without a face break the Loop weights
+        v, f, _ = compact(v, f)
     while len(v) < n and levels < max_levels and len(f):
         v, f = trimesh.remesh.subdivide_loop(v, f, iterations=1)
         levels += 1

@@ -19,7 +19,7 @@ class PreprocessConfig(BaseModel):
         "auto", description="loop-subdivide meshes with fewer vertices than points: auto = only for vertex sampling")
     landmarks: Literal["auto", "annotations", "mediapipe"] = Field(
         "auto", description="auto: the database's landmark file when it has the five, else MediaPipe")
-    render_size: int = Field(256, ge=64, le=2048, description="square render size in pixels for MediaPipe")
+    render_size: int = Field(384, ge=64, le=2048, description="square render size in pixels for MediaPipe")
     min_confidence: float = Field(0.6, ge=0, le=1, description="a detection below this is a failure")
     accept_confidence: float = Field(0.5, ge=0, le=1, description="stop trying further views at this confidence")
     use_texture: bool = Field(True, description="render the texture for MediaPipe where the scan has one")
