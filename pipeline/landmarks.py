@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,6 +107,8 @@ class MediaPipe:
     _local = threading.local()
 
     def __init__(self, min_detection_confidence: float = 0.3) -> None:
+        # MediaPipe's protobuf use trips a deprecation warning on every graph run; it says nothing to users
+        warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype", category=UserWarning)
         import mediapipe as mp  # heavy import, only where detection runs
 
         self.detector = mp.solutions.face_detection.FaceDetection(model_selection=0, min_detection_confidence=min_detection_confidence)

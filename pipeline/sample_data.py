@@ -16,7 +16,9 @@ from PIL import Image
 
 from facepipe.pipeline.io import bosphorus, bu3dfe, frgc
 from facepipe.pipeline.io.vrml import FaceSet, VrmlDocument, Viewpoint, write_vrml
-from facepipe.pipeline.scan import grid_faces
+from facepipe.pipeline.morphable import FIVE
+from facepipe.pipeline.scan import compact, grid_faces
+from facepipe.pipeline.template import Template, template_from_mesh
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,24 @@ def bu83_positions(p: FaceParams = FaceParams()) -> np.ndarray:
     a = np.linspace(np.pi * 1.05, np.pi * 1.95, 15)
     out[68:83] = np.stack([0.9 * p.width * np.cos(a), 0.9 * p.height * np.sin(a) + 10], 1)
     return out
+
+
+def relief_face(p: FaceParams = FaceParams(), spacing: float = 2.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The analytic face as a clean mesh (mm) and its exact five alignment landmarks (FIVE order)."""
+    rows, cols = int(2 * p.height / spacing), int(2 * p.width / spacing)
+    x, y = np.meshgrid((np.arange(cols) - (cols - 1) / 2) * spacing, ((rows - 1) / 2 - np.arange(rows)) * spacing)
+    z, inside = face_depth(x, y, p)
+    pts = np.stack([x, y, z], -1)
+    v, f, _ = compact(pts.reshape(-1, 3), grid_faces(inside, pts, rows_up=False))
+    lm = landmark_positions(p)
+    xy = np.array([lm[n] for n in FIVE])
+    five = np.column_stack([xy, face_depth(xy[:, 0], xy[:, 1], p)[0]])
+    return v, f, five
+
+
+def example_template() -> Template:
+    """The template of the example data (the mean analytic face), until a face model is chosen."""
+    return template_from_mesh("example-relief", *relief_face())
 
 
 def face_grid(p: FaceParams, rows: int, cols: int, spacing: float, rng: np.random.Generator,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up (if needed) and runs the main job on the embedded example data:
-# generate the example dataset, check the catalog entry, inspect one scan of every layout.
+# generate the example dataset, check the catalog entry, inspect one scan of every layout and
+# preprocess it (landmarks, alignment to the template, crop, 29,495 points with normals).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -15,5 +16,6 @@ for f in data/example/BU-3DFE/F0001/F0001_HA04WH_F3D.wrl \
   name=$(basename "$f")
   $fp inspect "$f" --png "$out/${name%%.*}.png"
   $fp inspect "$f" --json > "$out/${name%%.*}.json"
+  $fp preprocess "$f" --out "$out/${name%%.*}_points.ply"
 done
-echo "demo done: previews and reports in $out/"
+echo "demo done: previews, reports and preprocessed point clouds in $out/"

@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facepipe.pipeline.sample_data import FaceParams, bosphorus_files, bu3dfe_files, frgc_files, write_example_dataset, write_files
+from facepipe.pipeline.sample_data import (FaceParams, bosphorus_files, bu3dfe_files, example_template, frgc_files, write_example_dataset,
+                                          write_files)
+from facepipe.pipeline.template import Template
 
 
 @pytest.fixture
@@ -50,26 +52,6 @@ def mean_normal(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return n / np.linalg.norm(n)
 
 
-def relief_face(p: FaceParams = FaceParams(), spacing: float = 2.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The example data's analytic face as a clean mesh (mm) and its exact five alignment landmarks."""
-    from facepipe.pipeline.morphable import FIVE
-    from facepipe.pipeline.sample_data import face_depth, landmark_positions
-    from facepipe.pipeline.scan import compact, grid_faces
-
-    rows, cols = int(2 * p.height / spacing), int(2 * p.width / spacing)
-    x, y = np.meshgrid((np.arange(cols) - (cols - 1) / 2) * spacing, ((rows - 1) / 2 - np.arange(rows)) * spacing)
-    z, inside = face_depth(x, y, p)
-    pts = np.stack([x, y, z], -1)
-    v, f, _ = compact(pts.reshape(-1, 3), grid_faces(inside, pts, rows_up=False))
-    lm = landmark_positions(p)
-    xy = np.array([lm[n] for n in FIVE])
-    five = np.column_stack([xy, face_depth(xy[:, 0], xy[:, 1], p)[0]])
-    return v, f, five
-
-
 @pytest.fixture(scope="session")
-def relief_template():  # type: ignore[no-untyped-def]
-    from facepipe.pipeline.template import template_from_mesh
-
-    v, f, five = relief_face()
-    return template_from_mesh("relief", v, f, five)
+def relief_template() -> Template:
+    return example_template()

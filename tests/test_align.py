@@ -6,7 +6,7 @@ from scipy.spatial.transform import Rotation
 
 from facepipe.pipeline.align import apply, apply_to_normals, icp, scale_of, umeyama
 from facepipe.pipeline.resample import vertex_normals
-from tests.conftest import relief_face
+from facepipe.pipeline.sample_data import relief_face
 
 
 def similarity(rng: np.random.Generator, scale: float | None = None) -> np.ndarray:

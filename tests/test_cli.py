@@ -56,3 +56,21 @@ def test_catalog_commands_and_sample_data(tmp_path: Path) -> None:
     assert missing.returncode == 1 and "MISSING" in missing.stdout
     unknown = facepipe("catalog", "check", "nope", cwd=tmp_path)
     assert unknown.returncode == 2 and "no dataset 'nope'" in unknown.stderr
+
+
+def test_preprocess_writes_points_and_reports_failures(tmp_path: Path, example_dir: Path) -> None:
+    scan = next((example_dir / "BU-3DFE").rglob("*_F3D.wrl"))
+    ply = tmp_path / "points.ply"
+    run = facepipe("preprocess", str(scan), "--points", "3000", "--out", str(ply), "--json")
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["quality"]["landmark_source"] == "bnd" and report["quality"]["landmark_residual_mm"] < 8
+    assert np.array(report["to_template"]).shape == (4, 4)
+    header = ply.read_bytes()[:400].decode("ascii", "replace")
+    assert "element vertex 3000" in header and "property double nx" in header
+    flat = tmp_path / "flat.obj"
+    flat.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    run = facepipe("preprocess", str(flat), "--landmarks", "annotations")
+    assert run.returncode == 1 and "failed at landmarks" in run.stdout
+    run = facepipe("preprocess", str(scan), "--sampling", "everywhere")
+    assert run.returncode == 2 and "sampling" in run.stderr

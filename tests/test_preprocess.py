@@ -20,7 +20,7 @@ from facepipe.pipeline.seeding import sample_rng, sample_seed
 from facepipe.pipeline.template import Template
 from facepipe.schemas.preprocess import PreprocessConfig, PreprocessFailure
 from facepipe.schemas.scan import ScanMeta
-from tests.conftest import relief_face
+from facepipe.pipeline.sample_data import relief_face
 
 
 def distance_to_mesh(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
