@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from facepipe.pipeline.morphable import FIVE
 from facepipe.pipeline.render import Camera, Hits, Raycaster, camera_light, facing_direction, framing_camera, image_of
 from facepipe.pipeline.scan import Landmarks, Scan
 
@@ -179,10 +178,15 @@ def lift(pixels: np.ndarray, camera: Camera, caster: Raycaster, image_hits: Hits
 def five_from_mediapipe_points(pts: np.ndarray) -> np.ndarray:
     """The five from the lifted MP_USED points: eye centres as the mean of each eye's contour."""
     n = len(MP_RIGHT_EYE)
-    return np.stack([np.nanmean(pts[:n], 0), np.nanmean(pts[n : 2 * n], 0), pts[2 * n], pts[2 * n + 1], pts[2 * n + 2]])
+
+    def centre(ring: np.ndarray) -> np.ndarray:
+        ok = np.isfinite(ring).all(1)
+        return ring[ok].mean(0) if ok.any() else np.full(3, np.nan)
+
+    return np.stack([centre(pts[:n]), centre(pts[n : 2 * n]), pts[2 * n], pts[2 * n + 1], pts[2 * n + 2]])
 
 
-def detect_five(scan: Scan, mediapipe: MediaPipe, size: int = 384, accept: float = 0.8,
+def detect_five(scan: Scan, mediapipe: MediaPipe, size: int = 384, accept: float = 0.5,
                 views: tuple[tuple[float, float], ...] = VIEWS, use_texture: bool = True) -> FiveLandmarks | None:
     """Render, detect and lift, view after view, until a confident view; None if no view has a face."""
     caster = Raycaster(scan.vertices, scan.faces)

@@ -7,10 +7,10 @@ the reason, so that one scan without a face costs a batch nothing but its own re
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from os import PathLike
-from typing import Iterator
 
 import numpy as np
 

@@ -83,9 +83,6 @@ class Hits:
         return np.stack([1 - u - v, u, v], -1)
 
 
-Render = Hits  # an image's hits: arrays shaped (H, W, ...)
-
-
 class Raycaster:
     """One mesh's acceleration structure, built once and cast against many times (views, landmarks)."""
 

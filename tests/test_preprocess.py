@@ -11,16 +11,16 @@ from scipy.spatial.transform import Rotation
 from facepipe.pipeline.align import apply
 from facepipe.pipeline.crop import crop_mesh, region_mask
 from facepipe.pipeline.io.registry import read_scan
-from facepipe.pipeline.landmarks import FIVE, five_from_annotations
+from facepipe.pipeline.landmarks import five_from_annotations
+from facepipe.pipeline.morphable import FIVE
 from facepipe.pipeline.preprocess import Preprocessed, preprocess, preprocess_file
 from facepipe.pipeline.resample import sample_points, subdivide_to, vertex_normals
-from facepipe.pipeline.sample_data import FaceParams, face_depth, landmark_positions
+from facepipe.pipeline.sample_data import FaceParams, face_depth, landmark_positions, relief_face
 from facepipe.pipeline.scan import Landmarks, Scan
 from facepipe.pipeline.seeding import sample_rng, sample_seed
 from facepipe.pipeline.template import Template
 from facepipe.schemas.preprocess import PreprocessConfig, PreprocessFailure
 from facepipe.schemas.scan import ScanMeta
-from facepipe.pipeline.sample_data import relief_face
 
 
 def distance_to_mesh(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
