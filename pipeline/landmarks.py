@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from facepipe.pipeline.align import apply, umeyama
 from facepipe.pipeline.render import Camera, Hits, Raycaster, camera_light, facing_direction, framing_camera, image_of
 from facepipe.pipeline.scan import Landmarks, Scan
 
@@ -31,8 +32,11 @@ CORE = (0, 8, 16, 24, 32, 33, 34)  # eye corners, nose, mouth corners: positions
 # detections are averaged; with the mirror images this halves MediaPipe's left/right bias
 LIGHTS = ((0.0, 0.0, 1.0), (0.0, 0.5, 1.0))
 
-# (yaw, roll) in degrees, tried in this order until one view is confident enough
-VIEWS = ((0.0, 0.0), (0.0, -25.0), (0.0, 25.0), (-30.0, 0.0), (30.0, 0.0), (0.0, 90.0), (0.0, -90.0), (0.0, 180.0))
+# (yaw, roll) in degrees, tried in this order until one view is confident and upright. A view whose
+# face comes out tilted in the image is followed by one rolled to make it upright: MediaPipe reads
+# tilts up to about 60 degrees well, so the quarter turns reach any roll.
+VIEWS = ((0.0, 0.0), (0.0, 90.0), (0.0, -90.0), (0.0, 180.0), (-30.0, 0.0), (30.0, 0.0))
+UPRIGHT_DEG = 10.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,6 +45,17 @@ class FiveLandmarks:
     source: str  # 'bnd', 'lm3', ... for annotations; 'mediapipe' for detections
     confidence: float  # 1 for annotations; detector score x fraction of core landmarks on the surface
     view: str = ""  # for detections: which view won
+
+
+def layout_error(five: np.ndarray, reference: np.ndarray) -> float:
+    """Mean distance of the five to a reference five after the best similarity, in reference eye
+    distances: small for any face, large for points that are not laid out like one."""
+    try:
+        t = umeyama(five, reference)
+    except ValueError:
+        return float("inf")
+    eye_gap = float(np.linalg.norm(reference[1] - reference[0]))
+    return float(np.linalg.norm(apply(t, five) - reference, axis=1).mean() / eye_gap)
 
 
 def _canonical(name: str) -> str:
@@ -186,13 +201,20 @@ def five_from_mediapipe_points(pts: np.ndarray) -> np.ndarray:
     return np.stack([centre(pts[:n]), centre(pts[n : 2 * n]), pts[2 * n], pts[2 * n + 1], pts[2 * n + 2]])
 
 
-def detect_five(scan: Scan, mediapipe: MediaPipe, size: int = 384, accept: float = 0.5,
-                views: tuple[tuple[float, float], ...] = VIEWS, use_texture: bool = True) -> FiveLandmarks | None:
-    """Render, detect and lift, view after view, until a confident view; None if no view has a face."""
+def detect_five(scan: Scan, mediapipe: MediaPipe, reference: np.ndarray, max_layout_error: float = 0.2,
+                size: int = 384, accept: float = 0.5, views: tuple[tuple[float, float], ...] = VIEWS,
+                use_texture: bool = True) -> FiveLandmarks | None:
+    """Render, detect and lift, view after view, until a confident view; None if no view has a face.
+
+    A view whose five are not laid out like `reference` (a template's five; see `layout_error`)
+    counts as no face: MediaPipe returns confident nonsense for faces lying on their side.
+    """
     caster = Raycaster(scan.vertices, scan.faces)
     direction = facing_direction(scan.vertices, scan.faces)
-    best: FiveLandmarks | None = None
-    for yaw, roll in views:
+    best: tuple[float, FiveLandmarks] | None = None
+    queue = [(yaw, roll, True) for yaw, roll in views]
+    while queue:
+        yaw, roll, may_correct = queue.pop(0)
         cam = framing_camera(scan.vertices, scan.faces, size, size, yaw=yaw, roll=roll, direction=direction)
         hits = caster.render(cam)
         if hits.mask.sum() < 100:
@@ -202,13 +224,21 @@ def detect_five(scan: Scan, mediapipe: MediaPipe, size: int = 384, accept: float
         if found is None:
             continue
         px, score = found
+        n = len(MP_RIGHT_EYE)
+        eye_line = px[n : 2 * n].mean(0) - px[:n].mean(0)
+        tilt = float(np.degrees(np.arctan2(eye_line[1], eye_line[0])))
+        if abs(tilt) > UPRIGHT_DEG and may_correct:
+            queue.insert(0, (yaw, roll - tilt, False))
+            continue
         pts, direct = lift(px, cam, caster, hits)
         five = five_from_mediapipe_points(pts)
-        if not np.isfinite(five).all():
+        layout = layout_error(five, reference) if np.isfinite(five).all() else np.inf
+        if layout > max_layout_error:
             continue
         confidence = score * float(direct[list(CORE)].mean())
-        if best is None or confidence > best.confidence:
-            best = FiveLandmarks(five, "mediapipe", confidence, f"yaw{yaw:+.0f}_roll{roll:+.0f}")
-        if confidence >= accept:
+        rank = confidence * (1 - layout / max_layout_error) * np.cos(np.radians(tilt))
+        if best is None or rank > best[0]:
+            best = (rank, FiveLandmarks(five, "mediapipe", confidence, f"yaw{yaw:+.0f}_roll{roll:+.0f}"))
+        if confidence >= accept and layout <= max_layout_error / 2 and abs(tilt) <= UPRIGHT_DEG:
             break
-    return best
+    return None if best is None else best[1]

@@ -18,7 +18,7 @@ from facepipe.pipeline.align import apply, icp, scale_of, umeyama
 from facepipe.pipeline.crop import crop_mesh, region_mask
 from facepipe.pipeline.errors import FacepipeError
 from facepipe.pipeline.io.registry import read_scan
-from facepipe.pipeline.landmarks import FiveLandmarks, MediaPipe, detect_five, five_from_annotations
+from facepipe.pipeline.landmarks import FiveLandmarks, MediaPipe, detect_five, five_from_annotations, layout_error
 from facepipe.pipeline.resample import sample_points, subdivide_to, vertex_normals
 from facepipe.pipeline.scan import Scan
 from facepipe.pipeline.template import Template
@@ -55,15 +55,15 @@ class _Clock:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
 
 
-def find_five(scan: Scan, config: PreprocessConfig, mediapipe: MediaPipe | None) -> FiveLandmarks:
+def find_five(scan: Scan, template: Template, config: PreprocessConfig, mediapipe: MediaPipe | None) -> FiveLandmarks:
     if config.landmarks != "mediapipe" and scan.landmarks is not None:
         five = five_from_annotations(scan.landmarks, scan.vertices)
         if five is not None:
             return five
     if config.landmarks == "annotations":
         raise StageError("landmarks", "the scan has no landmark file with the five alignment landmarks")
-    found = detect_five(scan, mediapipe or MediaPipe.shared(), config.render_size, config.accept_confidence,
-                        use_texture=config.use_texture)
+    found = detect_five(scan, mediapipe or MediaPipe.shared(), template.landmarks, config.max_landmark_residual,
+                        config.render_size, config.accept_confidence, use_texture=config.use_texture)
     if found is None:
         raise StageError("landmarks", "MediaPipe found no face in any view of the scan")
     if found.confidence < config.min_confidence:
@@ -79,10 +79,9 @@ def align(scan: Scan, five: np.ndarray, template: Template, config: PreprocessCo
         raise StageError("align", f"the five landmarks do not determine a similarity: {exc}") from None
     s = scale_of(t)
     residual = float(np.linalg.norm(apply(t, five) - template.landmarks, axis=1).mean())
-    eye_gap = float(np.linalg.norm(template.landmarks[1] - template.landmarks[0]))
-    if residual > config.max_landmark_residual * eye_gap:
+    if (layout := layout_error(five, template.landmarks)) > config.max_landmark_residual:
         raise StageError("landmarks", f"the five landmarks are not laid out like a face: after the best similarity they lie "
-                         f"{residual / eye_gap:.2f} eye distances from the template's (limit {config.max_landmark_residual})")
+                         f"{layout:.2f} eye distances from the template's (limit {config.max_landmark_residual})")
     info: dict[str, float | None] = {"residual": residual / s, "residual_icp": None, "fitness": None, "rmse": None}
     if config.icp:
         moved = apply(t, scan.vertices)
@@ -102,7 +101,7 @@ def preprocess(scan: Scan, template: Template, config: PreprocessConfig, rng: np
     clock = _Clock()
     try:
         with clock.stage("landmarks"):
-            five = find_five(scan, config, mediapipe)
+            five = find_five(scan, template, config, mediapipe)
         with clock.stage("align"):
             t, info = align(scan, five.points, template, config)
         with clock.stage("crop"):

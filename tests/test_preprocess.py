@@ -131,10 +131,10 @@ def test_mediapipe_finds_the_five_on_a_scan_without_landmarks(frgc_scan: Path, r
     truth = {n: np.array([*xy, face_depth(np.array(xy[0]), np.array(xy[1]), p)[0]]) for n, xy in landmark_positions(p).items()}
     scan = read_scan(frgc_scan)
     base = scan.vertices.mean(0)
-    for angle in (0.0, 90.0):  # a scan lying on its side is found through the rolled views
+    for angle in (0.0, 40.0, 90.0, 150.0):  # tilted scans and one nearly upside down are found by rolled views
         rot = Rotation.from_euler("z", angle, degrees=True).as_matrix()
         turned = replace(scan, vertices=(scan.vertices - base) @ rot.T)
-        found = detect_five(turned, MediaPipe.shared())
+        found = detect_five(turned, MediaPipe.shared(), relief_template.landmarks)
         assert found is not None and found.source == "mediapipe" and found.confidence > 0.5
         back = found.points @ rot + base - np.array([0.0, 0.0, -1000.0])
         for k, name in enumerate(FIVE):
