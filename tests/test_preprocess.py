@@ -58,10 +58,10 @@ def test_a_sparse_mesh_ends_with_exactly_n_points_on_its_surface(relief_template
     v, f, five = relief_face(spacing=9.0)  # a few hundred vertices
     scan = Scan(v, f, ScanMeta(format="test", path="sparse.obj"), landmarks=Landmarks(FIVE, five, source="test"))
     for sampling in ("area", "vertices"):
-        cfg = PreprocessConfig(landmarks="annotations", sampling=sampling, n_points=5000, min_points_after_crop=50)
+        cfg = PreprocessConfig(landmarks="annotations", sampling=sampling, min_points_after_crop=50)  # 29,495 points
         out = preprocess(scan, relief_template, cfg, np.random.default_rng(1))
         assert isinstance(out, Preprocessed), out
-        assert out.points.shape == (5000, 3) and out.normals.shape == (5000, 3) and out.points.dtype == np.float32
+        assert out.points.shape == (29_495, 3) and out.normals.shape == (29_495, 3) and out.points.dtype == np.float32
         assert np.allclose(np.linalg.norm(out.normals, axis=1), 1.0, atol=1e-5)
         assert (np.abs(out.points) <= 1.0).all()
         moved = apply(out.to_template, v)
@@ -70,9 +70,9 @@ def test_a_sparse_mesh_ends_with_exactly_n_points_on_its_surface(relief_template
             assert distance_to_mesh(out.points, moved, f).max() < 1e-5
         else:  # on the loop-subdivided surface, which stays close to the coarse one
             assert out.quality.subdivision_levels >= 2
-            sv, sf, _ = subdivide_to(moved, f, 5000)
+            sv, sf, _ = subdivide_to(moved, f, 29_495)
             assert distance_to_mesh(out.points, sv, sf).max() < 1e-5
-            assert len(np.unique(out.points, axis=0)) == 5000  # distinct vertices, no repeats
+            assert len(np.unique(out.points, axis=0)) == 29_495  # distinct vertices, no repeats
         assert (out.normals[:, 2] > 0).mean() > 0.9  # facing the viewer
 
 
