@@ -16,7 +16,8 @@ import numpy as np
 from scipy import ndimage
 
 from facepipe.pipeline.align import apply, umeyama
-from facepipe.pipeline.render import Camera, Hits, Raycaster, camera_light, facing_direction, framing_camera, image_of
+from facepipe.pipeline.render import (Camera, Hits, Raycaster, camera_light, facing_direction, framing_camera, shade,
+                                      surface_colors)
 from facepipe.pipeline.scan import Landmarks, Scan
 
 # MediaPipe face-mesh ids. Its "right" is the subject's right, as in our frame. The two eye contours
@@ -47,13 +48,14 @@ class FiveLandmarks:
     view: str = ""  # for detections: which view won
 
 
-def layout_error(five: np.ndarray, reference: np.ndarray) -> float:
-    """Mean distance of the five to a reference five after the best similarity, in reference eye
-    distances: small for any face, large for points that are not laid out like one."""
-    try:
-        t = umeyama(five, reference)
-    except ValueError:
-        return float("inf")
+def layout_error(five: np.ndarray, reference: np.ndarray, t: np.ndarray | None = None) -> float:
+    """Mean distance of the five to a reference five after the best similarity `t` (fitted here when
+    not given), in reference eye distances: small for any face, large for points not laid out like one."""
+    if t is None:
+        try:
+            t = umeyama(five, reference)
+        except ValueError:
+            return float("inf")
     eye_gap = float(np.linalg.norm(reference[1] - reference[0]))
     return float(np.linalg.norm(apply(t, five) - reference, axis=1).mean() / eye_gap)
 
@@ -219,7 +221,8 @@ def detect_five(scan: Scan, mediapipe: MediaPipe, reference: np.ndarray, max_lay
         hits = caster.render(cam)
         if hits.mask.sum() < 100:
             continue
-        images = [image_of(scan, hits, camera_light(cam, light), use_texture) for light in LIGHTS]
+        albedo = surface_colors(scan, hits) if use_texture else None  # looked up once, lit twice
+        images = [shade(hits, camera_light(cam, light), albedo) for light in LIGHTS]
         found = mediapipe.detect_used(images)
         if found is None:
             continue

@@ -19,7 +19,8 @@ from facepipe.pipeline.crop import crop_mesh, region_mask
 from facepipe.pipeline.errors import FacepipeError
 from facepipe.pipeline.io.registry import read_scan
 from facepipe.pipeline.landmarks import FiveLandmarks, MediaPipe, detect_five, five_from_annotations, layout_error
-from facepipe.pipeline.resample import sample_points, subdivide_to, vertex_normals
+from facepipe.pipeline.render import facing_direction
+from facepipe.pipeline.resample import sample_points, subdivide_to
 from facepipe.pipeline.scan import Scan
 from facepipe.pipeline.template import Template
 from facepipe.schemas.preprocess import PreprocessConfig, PreprocessFailure, QualityRecord
@@ -79,7 +80,7 @@ def align(scan: Scan, five: np.ndarray, template: Template, config: PreprocessCo
         raise StageError("align", f"the five landmarks do not determine a similarity: {exc}") from None
     s = scale_of(t)
     residual = float(np.linalg.norm(apply(t, five) - template.landmarks, axis=1).mean())
-    if (layout := layout_error(five, template.landmarks)) > config.max_landmark_residual:
+    if (layout := layout_error(five, template.landmarks, t)) > config.max_landmark_residual:
         raise StageError("landmarks", f"the five landmarks are not laid out like a face: after the best similarity they lie "
                          f"{layout:.2f} eye distances from the template's (limit {config.max_landmark_residual})")
     info: dict[str, float | None] = {"residual": residual / s, "residual_icp": None, "fitness": None, "rmse": None}
@@ -87,8 +88,8 @@ def align(scan: Scan, five: np.ndarray, template: Template, config: PreprocessCo
         moved = apply(t, scan.vertices)
         near = region_mask(moved, config.crop_box * 1.1)
         if near.sum() >= 3:
-            tn = vertex_normals(template.vertices, template.triangles)
-            rigid, fitness, rmse = icp(moved[near], template.vertices, tn, config.icp_max_distance_mm * s, config.icp_iterations)
+            rigid, fitness, rmse = icp(moved[near], template.vertices, template.normals, config.icp_max_distance_mm * s,
+                                       config.icp_iterations)
             info |= {"fitness": fitness, "rmse": rmse / s}
             if fitness >= config.icp_min_fitness:
                 t = rigid @ t
@@ -112,8 +113,7 @@ def preprocess(scan: Scan, template: Template, config: PreprocessConfig, rng: np
             if len(v) < config.min_points_after_crop:
                 raise StageError("crop", f"only {len(v)} vertices lie inside the template region "
                                  f"(need {config.min_points_after_crop}): wrong landmarks or not a face")
-            a, b, c = (v[f[:, k]] for k in range(3))
-            if np.cross(b - a, c - a).sum(0)[2] < 0:  # wound inward: make normals face the viewer (+z)
+            if facing_direction(v, f)[2] < 0:  # wound inward: make normals face the viewer (+z)
                 f = f[:, ::-1]
         with clock.stage("resample"):
             wanted = config.subdivide == "always" or (config.subdivide == "auto" and config.sampling == "vertices")

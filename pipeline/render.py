@@ -13,7 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import open3d as o3d
 
-from facepipe.pipeline.scan import Scan
+from scipy.spatial.transform import Rotation
+
+from facepipe.pipeline.scan import Scan, triangle_normals
 
 
 @dataclass(frozen=True, eq=False)
@@ -109,18 +111,15 @@ def render(vertices: np.ndarray, faces: np.ndarray, camera: Camera) -> Hits:
 
 def facing_direction(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Unit area-weighted mean normal: where a single-view face scan looks (scanners see the front)."""
-    a, b, c = (vertices[faces[:, k]] for k in range(3))
-    n = np.cross(b - a, c - a).sum(0)
+    n = triangle_normals(vertices, faces).sum(0)
     norm = np.linalg.norm(n)
     return n / norm if norm > 0 else np.array([0.0, 0.0, 1.0])
 
 
 def rotation(axis: np.ndarray, degrees: float) -> np.ndarray:
-    """3x3 rotation about a unit axis (Rodrigues)."""
-    k = np.asarray(axis, np.float64) / np.linalg.norm(axis)
-    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    t = np.radians(degrees)
-    return np.eye(3) + np.sin(t) * kx + (1 - np.cos(t)) * kx @ kx
+    """3x3 rotation about an axis."""
+    k = np.asarray(axis, np.float64)
+    return Rotation.from_rotvec(k / np.linalg.norm(k) * np.radians(degrees)).as_matrix()
 
 
 def framing_camera(vertices: np.ndarray, faces: np.ndarray, width: int = 256, height: int = 256,

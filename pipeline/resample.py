@@ -2,9 +2,8 @@
 
 Sampling from the vertices (the paper's way) needs at least as many vertices as points, so sparse
 scans are loop-subdivided first. Area-uniform sampling needs no subdivision: it draws from the
-triangles with normals interpolated from the vertices. Points are then drawn either from the vertices or uniformly
-by area over the triangles; every draw comes from the caller's generator, so a sample is
-reproducible from its own seed whatever process makes it.
+triangles with normals interpolated from the vertices. Every draw comes from the caller's
+generator, so a sample is reproducible from its own seed whatever process makes it.
 """
 
 from __future__ import annotations
@@ -14,13 +13,12 @@ from typing import Literal
 import numpy as np
 import trimesh
 
-from facepipe.pipeline.scan import compact
+from facepipe.pipeline.scan import compact, triangle_normals
 
 
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray, fn: np.ndarray | None = None) -> np.ndarray:
     """(V, 3) unit vertex normals, the area-weighted mean of the adjacent triangles' normals."""
-    a, b, c = (vertices[faces[:, k]] for k in range(3))
-    fn = np.cross(b - a, c - a)  # length = twice the area: area weighting for free
+    fn = triangle_normals(vertices, faces) if fn is None else fn  # length = twice the area: area weighting for free
     vn = np.zeros_like(vertices, dtype=np.float64)
     for k in range(3):
         np.add.at(vn, faces[:, k], fn)
@@ -46,14 +44,13 @@ def subdivide_to(vertices: np.ndarray, faces: np.ndarray, n: int, max_levels: in
 def sample_points(vertices: np.ndarray, faces: np.ndarray, n: int, rng: np.random.Generator,
                   method: Literal["area", "vertices"] = "area") -> tuple[np.ndarray, np.ndarray]:
     """Exactly `n` points on the surface and their unit normals (interpolated vertex normals)."""
-    vn = vertex_normals(vertices, faces)
+    fn = triangle_normals(vertices, faces)
+    vn = vertex_normals(vertices, faces, fn)
     if method == "vertices":
         used = np.unique(faces)
         idx = rng.choice(used, size=n, replace=len(used) < n)
         return vertices[idx].copy(), vn[idx].copy()
-    a, b, c = (vertices[faces[:, k]] for k in range(3))
-    area = np.linalg.norm(np.cross(b - a, c - a), axis=1)
-    cdf = np.cumsum(area)
+    cdf = np.cumsum(np.linalg.norm(fn, axis=1))
     tri = np.minimum(np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right"), len(faces) - 1)
     r1, r2 = rng.random(n), rng.random(n)
     s = np.sqrt(r1)
@@ -64,7 +61,6 @@ def sample_points(vertices: np.ndarray, faces: np.ndarray, n: int, rng: np.rando
     norm = np.linalg.norm(nrm, axis=1, keepdims=True)
     bad = norm[:, 0] < 1e-12  # opposite normals cancelled: fall back to the face normal
     if bad.any():
-        fn = np.cross(b - a, c - a)[tri[bad]]
-        nrm[bad], norm[bad] = fn, np.linalg.norm(fn, axis=1, keepdims=True)
+        nrm[bad], norm[bad] = fn[tri[bad]], np.linalg.norm(fn[tri[bad]], axis=1, keepdims=True)
     return pts, nrm / np.maximum(norm, 1e-300)
 

@@ -144,6 +144,12 @@ def grid_faces(valid: np.ndarray, points: np.ndarray, rows_up: bool, max_edge_fa
     return tris[(e <= limit).all(axis=1)]
 
 
+def triangle_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(F, 3) unnormalised triangle normals, each as long as twice its triangle's area."""
+    a, b, c = (vertices[faces[:, k]] for k in range(3))
+    return np.cross(b - a, c - a)
+
+
 def compact(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Drop vertices no face uses; returns (vertices, faces, old index of each kept vertex)."""
     used = np.zeros(len(vertices), bool)

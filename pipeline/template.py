@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from os import PathLike
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import numpy as np
 
 from facepipe.pipeline.errors import ScanFormatError
 from facepipe.pipeline.morphable import FIVE, MorphableModel
+from facepipe.pipeline.resample import vertex_normals
 from facepipe.pipeline.scan import compact
 
 
@@ -34,6 +36,11 @@ class Template:
         for a in (self.vertices, self.triangles, self.landmarks, np.array([self.unit_mm]), self.center_mm):
             h.update(np.ascontiguousarray(a).tobytes())
         return h.hexdigest()[:16]
+
+    @cached_property
+    def normals(self) -> np.ndarray:
+        """(V, 3) unit vertex normals, computed once per template (ICP uses them for every scan)."""
+        return vertex_normals(self.vertices, self.triangles)
 
     def edges(self) -> np.ndarray:
         """(E, 2) unique undirected edges, sorted."""

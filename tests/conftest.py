@@ -45,13 +45,6 @@ def frgc_scan(tmp_path: Path) -> Path:
     return tmp_path / "02463d452.abs"
 
 
-def mean_normal(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted mean triangle normal: tells which way a mesh faces."""
-    a, b, c = (vertices[faces[:, i]] for i in range(3))
-    n = np.cross(b - a, c - a).sum(0)
-    return n / np.linalg.norm(n)
-
-
 @pytest.fixture(scope="session")
 def relief_template() -> Template:
     return example_template()

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from facepipe.pipeline.errors import ScanFormatError
 from facepipe.pipeline.io import bosphorus
 from facepipe.pipeline.io.registry import read_scan
-from tests.conftest import mean_normal
+from facepipe.pipeline.render import facing_direction
 
 
 def test_scan_landmarks_coincide_with_vertices(bosphorus_scan: Path) -> None:
@@ -23,7 +23,7 @@ def test_scan_landmarks_coincide_with_vertices(bosphorus_scan: Path) -> None:
     # Bosphorus "left" is the subject's right: the subject's right eye lies at -x
     assert lm.get("right_eye_outer")[0] < lm.get("right_eye_inner")[0] < 0 < lm.get("left_eye_inner")[0]
     assert lm.get("nose_tip")[2] == lm.points[:, 2].max()
-    assert mean_normal(scan.vertices, scan.faces)[2] > 0.9
+    assert facing_direction(scan.vertices, scan.faces)[2] > 0.9
     assert scan.texture is not None and scan.uv is not None and scan.grid_shape is not None
 
 

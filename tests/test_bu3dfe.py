@@ -9,7 +9,7 @@ import pytest
 from facepipe.pipeline.errors import ScanFormatError
 from facepipe.pipeline.io import bu3dfe, bu4dfe
 from facepipe.pipeline.io.registry import detect_format, read_scan
-from tests.conftest import mean_normal
+from facepipe.pipeline.render import facing_direction
 
 
 def test_name_is_parsed() -> None:
@@ -32,7 +32,7 @@ def test_scan_with_landmarks_texture_and_mixed_polygons(bu3dfe_scan: Path) -> No
     assert lm is not None and len(lm) == 83 and lm.source == "bnd"
     assert np.allclose(scan.vertices[lm.vertex_ids], lm.points, atol=1e-4)  # .bnd points are vertices
     assert lm.names[0] == "bu01_right_eye_inner" and lm.names[75] == "bu76_chin_tip"
-    assert mean_normal(scan.vertices, scan.faces)[2] > 0.9  # the face looks toward +z
+    assert facing_direction(scan.vertices, scan.faces)[2] > 0.9  # the face looks toward +z
 
 
 @pytest.mark.parametrize("sep", ["tab", "space"])

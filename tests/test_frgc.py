@@ -9,7 +9,7 @@ import pytest
 from facepipe.pipeline.errors import ScanFormatError
 from facepipe.pipeline.io import frgc
 from facepipe.pipeline.io.registry import detect_format, read_scan
-from tests.conftest import mean_normal
+from facepipe.pipeline.render import facing_direction
 
 
 def test_abs_scan_with_next_sequence_texture(frgc_scan: Path) -> None:
@@ -19,7 +19,7 @@ def test_abs_scan_with_next_sequence_texture(frgc_scan: Path) -> None:
     assert scan.meta.subject == "02463" and scan.meta.extra["sequence"] == "452"
     assert scan.texture is not None and scan.texture.shape[:2] == (48, 64)
     assert scan.vertices[:, 2].max() < -900  # scanner frame: about a metre in front, z negative
-    assert mean_normal(scan.vertices, scan.faces)[2] > 0.9
+    assert facing_direction(scan.vertices, scan.faces)[2] > 0.9
     grid = frgc.parse_abs(frgc_scan.read_text())
     assert len(scan.vertices) == int(grid.flags.sum())
     # point i is texture pixel (i // cols, i % cols): the first vertex's uv is its pixel centre

@@ -13,7 +13,7 @@ from facepipe.pipeline.io import bjut, texas
 from facepipe.pipeline.io.image import write_image
 from facepipe.pipeline.io.registry import detect_format, read_scan
 from facepipe.pipeline.sample_data import FaceParams, face_grid
-from tests.conftest import mean_normal
+from facepipe.pipeline.render import facing_direction
 
 
 def _range_image(rng: np.random.Generator, rows: int = 60, cols: int = 48) -> np.ndarray:
@@ -34,7 +34,7 @@ def test_texas_range_portrait_and_fiducials(tmp_path: Path, rng: np.random.Gener
     scan = read_scan(rng_path)
     assert len(scan.vertices) == int((depth > 0).sum())
     assert np.allclose(np.sort(scan.vertices[:, 2]), np.sort(depth[depth > 0] * texas.PIXEL_MM))
-    assert mean_normal(scan.vertices, scan.faces)[2] > 0.9
+    assert facing_direction(scan.vertices, scan.faces)[2] > 0.9
     assert scan.texture is not None and scan.landmarks is not None and len(scan.landmarks) == 25
     assert np.isnan(scan.landmarks.points[1]).all() and scan.landmarks.vertex_ids[1] == -1
     assert np.allclose(scan.landmarks.points[0][:2], [(24 - 23.5) * 0.32, (29.5 - 30) * 0.32])

@@ -107,7 +107,6 @@ def test_crop_keeps_whole_triangles_inside_the_box_and_radius() -> None:
 
 
 def test_annotations_map_to_the_five(example_dir: Path) -> None:
-    p = FaceParams()
     for path in sorted(example_dir.glob("BU-3DFE/*/*NE00*.wrl")) + sorted(example_dir.glob("Bosphorus/*/*_N_N_0.bnt")):
         scan = read_scan(path)
         assert scan.landmarks is not None
@@ -121,7 +120,6 @@ def test_annotations_map_to_the_five(example_dir: Path) -> None:
     lm = Landmarks(("right_eye_inner", "right_eye_outer", "left_eye_inner", "nose_tip", "mouth_right", "mouth_left"),
                    np.zeros((6, 3)), source="lm3")
     assert five_from_annotations(lm, np.zeros((1, 3))) is None  # no left outer corner: no left eye
-    del p
 
 
 def test_mediapipe_finds_the_five_on_a_scan_without_landmarks(frgc_scan: Path, relief_template: Template) -> None:
