@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from facepipe.pipeline.errors import FacepipeError
+
+if TYPE_CHECKING:
+    from facepipe.pipeline.template import Template
+    from facepipe.schemas.store import IngestReport
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Raw 3D face scans of many databases into one training set and dense correspondence.")
@@ -114,11 +118,25 @@ def sample_data(
     typer.echo(f"wrote {len(paths)} files under {out}")
 
 
+TemplateOpt = Annotated[Path | None, typer.Option(help="a saved template (.npz); default: the example data's")]
+IctOpt = Annotated[Path | None, typer.Option("--ict-model", help="derive the template from an ICT-FaceKit npz")]
+
+
+def _template(template: Path | None, ict_model: Path | None) -> Template:
+    from facepipe.pipeline.morphable import load_ict_npz
+    from facepipe.pipeline.sample_data import example_template
+    from facepipe.pipeline.template import load_template, template_from_model
+
+    if template is not None and ict_model is not None:
+        raise typer.BadParameter("give --template or --ict-model, not both")
+    return load_template(template) if template else template_from_model(load_ict_npz(ict_model)) if ict_model else example_template()
+
+
 @app.command()
 def preprocess(
     path: Annotated[Path, typer.Argument(help="a scan file of any supported format")],
-    template: Annotated[Path | None, typer.Option(help="a saved template (.npz); default: the example data's")] = None,
-    ict_model: Annotated[Path | None, typer.Option("--ict-model", help="derive the template from an ICT-FaceKit npz")] = None,
+    template: TemplateOpt = None,
+    ict_model: IctOpt = None,
     landmarks: Annotated[str, typer.Option(help="auto | annotations | mediapipe")] = "auto",
     points: Annotated[int, typer.Option(min=1, help="points to sample")] = 29_495,
     sampling: Annotated[str, typer.Option(help="area | vertices")] = "area",
@@ -130,21 +148,15 @@ def preprocess(
     """Preprocess one scan: landmarks, alignment to the template, crop, resampling (exit 1 on a failure record)."""
     import numpy as np
 
-    from facepipe.pipeline.morphable import load_ict_npz
     from facepipe.pipeline.preprocess import Preprocessed, preprocess_file
-    from facepipe.pipeline.sample_data import example_template
     from facepipe.pipeline.seeding import sample_rng
-    from facepipe.pipeline.template import load_template, template_from_model
     from facepipe.schemas.preprocess import PreprocessConfig
 
     try:
         config = PreprocessConfig(landmarks=landmarks, n_points=points, sampling=sampling, icp=icp)  # type: ignore[arg-type]
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    if template is not None and ict_model is not None:
-        raise typer.BadParameter("give --template or --ict-model, not both")
-    tpl = (load_template(template) if template else template_from_model(load_ict_npz(ict_model)) if ict_model
-           else example_template())
+    tpl = _template(template, ict_model)
     result = preprocess_file(path, tpl, config, sample_rng(seed, "cli", path.name))
     if not isinstance(result, Preprocessed):
         typer.echo(result.model_dump_json(indent=2) if as_json else f"failed at {result.stage}: {result.reason}")
@@ -167,6 +179,122 @@ def preprocess(
     typer.echo(f"  crop       {q.vertices_before_crop} -> {q.vertices_after_crop} vertices, {q.subdivision_levels} subdivision levels")
     typer.echo(f"  points     {len(result.points)}" + (f" -> {out}" if out else ""))
     typer.echo("  seconds    " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in q.seconds.items()))
+
+
+@app.command()
+def ingest(
+    name: Annotated[str, typer.Argument(help="dataset name in the catalog")],
+    catalog: CatalogOpt = Path("data_catalog.yaml"),
+    out: Annotated[str | None, typer.Option(help="store path or fsspec URL (file://, s3://, memory://); "
+                                                 "default out/NAME/scans.zarr")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="only the first N scans (in sorted order)")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="worker processes of the local cluster")] = 2,
+    scheduler: Annotated[str | None, typer.Option(help="address of an existing Dask scheduler, e.g. tcp://host:8786")] = None,
+    seed: Annotated[int, typer.Option(help="global seed; each sample's own derives from it, the dataset and its path")] = 0,
+    config: Annotated[Path | None, typer.Option(help="YAML/JSON preprocessing settings (see schemas/preprocess.py)")] = None,
+    template: TemplateOpt = None,
+    ict_model: IctOpt = None,
+    overwrite: Annotated[bool, typer.Option(help="start over in a store made with another plan")] = False,
+    threads: Annotated[bool, typer.Option("--threads", help="threads instead of processes (memory:// stores use threads)")] = False,
+    report: Annotated[Path | None, typer.Option(help="write the summary here as JSON")] = None,
+) -> None:
+    """Preprocess every scan of a dataset into a Zarr store with Dask; a rerun resumes what is not done."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from facepipe.pipeline.ingest import run_ingest
+
+    overrides = _read_config(config) if config else None
+    url = out or f"out/{name}/scans.zarr"
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[rate]} scans/s  {task.fields[failed]} failed"), TimeElapsedColumn(),
+                        TextColumn("ETA"), TimeRemainingColumn(), console=_stderr_console(), transient=False)
+    state: dict[str, object] = {"failed": 0}
+
+    def on_start(todo: int, done_before: int, dashboard: str | None) -> None:
+        if done_before:
+            typer.echo(f"resuming {url}: {done_before} samples already ok, {todo} to do", err=True)
+        if dashboard:
+            typer.echo(f"Dask dashboard: {dashboard}", err=True)
+        if todo:
+            progress.start()
+            state["task"] = progress.add_task(name, total=todo, rate="-", failed=0)
+
+    def on_sample(outcome: object) -> None:
+        task = state["task"]
+        if getattr(outcome, "status", "failed") != "ok":
+            state["failed"] = int(state["failed"]) + 1  # type: ignore[call-overload]
+        progress.advance(task)  # type: ignore[arg-type]
+        speed = progress.tasks[0].speed
+        progress.update(task, rate=f"{speed:.1f}" if speed else "-", failed=state["failed"])  # type: ignore[arg-type]
+
+    try:
+        result = run_ingest(name, catalog, url, _template(template, ict_model), seed=seed, limit=limit, workers=workers,
+                            scheduler=scheduler, processes=not threads, overrides=overrides, overwrite=overwrite,
+                            on_start=on_start, on_sample=on_sample)
+    finally:
+        progress.stop()
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    _print_summary(result)
+    if result.not_written:
+        typer.echo(f"{result.not_written} samples could not be written (see above); rerun the same command to resume", err=True)
+        raise typer.Exit(1)
+
+
+def _read_config(path: Path) -> dict[str, object]:
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise FacepipeError(f"{path}: unreadable config: {exc}") from None
+    if not isinstance(raw, dict):
+        raise FacepipeError(f"{path}: the config must be a mapping of settings, got {type(raw).__name__}")
+    return raw
+
+
+def _stderr_console() -> object:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _print_summary(r: IngestReport) -> None:
+    s = r.store_status
+    typer.echo(f"{r.dataset} -> {r.store}\n  samples    {r.samples} (ok {s['ok']}, failed {s['failed']}, pending {s['pending']})")
+    typer.echo(f"  this run   {r.processed} processed: {r.ok} ok, {r.failed} failed, {r.not_written} not written"
+               + (f" ({r.done_before} were done before)" if r.done_before else ""))
+    if r.processed:
+        typer.echo(f"  speed      {r.scans_per_second:.1f} scans/s on {r.workers} workers ({r.scheduler}), "
+                   f"{r.wall_seconds:.1f} s in all")
+        typer.echo("  per scan   " + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in r.stage_seconds_mean.items()))
+    for stage, count in r.failures_by_stage.items():
+        typer.echo(f"  failed     {count:>4} at {stage}")
+    for f in r.failures[:20]:
+        typer.echo(f"    {f.path}: [{f.stage}] {f.reason}")
+    if len(r.failures) > 20:
+        typer.echo(f"    ... {len(r.failures) - 20} more (--report FILE.json lists them all)")
+    typer.echo(f"  manifest   {r.manifest_digest}")
+
+
+@app.command()
+def verify(
+    store: Annotated[str, typer.Argument(help="store path or fsspec URL")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Recompute a store's content hashes and check them against its manifest (exit 1 on a mismatch)."""
+    from facepipe.pipeline.store import verify_store
+
+    result = verify_store(store)
+    if as_json:
+        typer.echo(result.model_dump_json(indent=2))
+    else:
+        typer.echo(f"{store}: {'OK' if result.ok else 'MISMATCH'}  manifest {result.expected or '-'}")
+        for p in result.problems:
+            typer.echo(f"  {p}")
+    if not result.ok:
+        raise typer.Exit(1)
 
 
 def main() -> None:

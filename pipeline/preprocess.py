@@ -24,6 +24,7 @@ from facepipe.pipeline.resample import sample_points, subdivide_to
 from facepipe.pipeline.scan import Scan
 from facepipe.pipeline.template import Template
 from facepipe.schemas.preprocess import PreprocessConfig, PreprocessFailure, QualityRecord
+from facepipe.schemas.scan import ScanMeta
 
 
 class StageError(FacepipeError):
@@ -41,6 +42,7 @@ class Preprocessed:
     landmarks: np.ndarray  # (5, 3) float32, the scan's five in the template frame
     to_template: np.ndarray  # (4, 4) float64: raw scan frame -> template frame
     quality: QualityRecord
+    meta: ScanMeta | None = None  # what the reader parsed from the file name (subject, expression, ...)
 
 
 class _Clock:
@@ -129,7 +131,8 @@ def preprocess(scan: Scan, template: Template, config: PreprocessConfig, rng: np
         icp_fitness=info["fitness"], icp_rmse_mm=info["rmse"], scale=scale_of(t),
         vertices_before_crop=len(scan.vertices), vertices_after_crop=len(v), triangles_after_crop=len(f),
         subdivision_levels=levels, seconds=clock.seconds)
-    return Preprocessed(pts.astype(np.float32), nrm.astype(np.float32), apply(t, five.points).astype(np.float32), t, quality)
+    return Preprocessed(pts.astype(np.float32), nrm.astype(np.float32), apply(t, five.points).astype(np.float32), t, quality,
+                        scan.meta)
 
 
 def preprocess_file(path: str | PathLike[str], template: Template, config: PreprocessConfig, rng: np.random.Generator,

@@ -62,5 +62,5 @@ class PreprocessFailure(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     path: str
-    stage: Literal["read", "landmarks", "align", "crop", "resample", "internal"]
+    stage: Literal["read", "landmarks", "align", "crop", "resample", "duplicate", "internal"]
     reason: str

@@ -1,0 +1,95 @@
+"""What a sample store records about itself (group attributes) and what an ingest reports."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from facepipe.schemas.preprocess import PreprocessConfig
+
+
+class StorePlan(BaseModel):
+    """Everything that decides a store's bytes. A rerun resumes only into a store with an equal plan.
+
+    No timestamps, hosts or absolute paths: two runs of the same inputs must write the same attributes.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["scans"] = "scans"
+    facepipe_version: str
+    dataset: str
+    format: str = Field(description="reader name, or 'auto'")
+    seed: int
+    config: PreprocessConfig
+    template_id: str
+    template_name: str
+    landmark_names: tuple[str, ...]
+    n_samples: int = Field(ge=1)
+    samples_sha256: str = Field(description="hash of the ordered sample ids (paths relative to the dataset root)")
+
+
+class Manifest(BaseModel):
+    """Content hashes of the decoded arrays (not of the compressed chunks), so a codec change keeps them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    algorithm: Literal["sha256"] = "sha256"
+    arrays: dict[str, str] = Field(description="array name -> hash of its dtype, shape and C-order bytes")
+    digest: str = Field(description="hash of the array hashes: one value to compare two stores by")
+    ok: int
+    failed: int
+    pending: int
+
+
+class SampleOutcome(BaseModel):
+    """What one ingest task reports back to the driver (the store holds the data themselves)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int
+    path: str
+    status: Literal["ok", "failed"]
+    stage: str | None = None
+    reason: str | None = None
+    seconds: dict[str, float] = Field(default_factory=dict)
+
+
+class FailureLine(BaseModel):
+    path: str
+    stage: str
+    reason: str
+
+
+class IngestReport(BaseModel):
+    """The end-of-run summary (`--report FILE.json`): counts, failures by reason, time per stage."""
+
+    dataset: str
+    store: str
+    samples: int
+    done_before: int = Field(description="samples already ok in the store when the run started (resume)")
+    processed: int = Field(description="samples this run did")
+    ok: int = Field(description="of those, ok")
+    failed: int = Field(description="of those, failure records (duplicates included)")
+    not_written: int = Field(description="samples whose task could not write (full disk, lost connection): rerun resumes them")
+    store_status: dict[str, int] = Field(description="ok / failed / pending over the whole store after the run")
+    failures_by_stage: dict[str, int]
+    failures: list[FailureLine]
+    stage_seconds_mean: dict[str, float] = Field(description="mean wall time per processed sample and stage")
+    wall_seconds: float = Field(description="the whole command: planning, cluster start, work, manifest")
+    processing_seconds: float = Field(description="from the first task submitted to the last result")
+    scans_per_second: float = Field(description="processed / processing_seconds")
+    workers: int
+    scheduler: str
+    dashboard: str | None = None
+    manifest_digest: str | None = None
+
+
+class VerifyReport(BaseModel):
+    store: str
+    ok: bool
+    expected: str
+    actual: str
+    mismatched_arrays: list[str] = Field(default_factory=list)
+    problems: list[str] = Field(default_factory=list)
