@@ -28,7 +28,7 @@ from facepipe.pipeline.preprocess import Preprocessed, preprocess_file
 from facepipe.pipeline.seeding import sample_rng
 from facepipe.pipeline.store import (
     FAILED, OK, SampleWriter, create_store, facepipe_version, finalize, is_in_memory, open_group,
-    plan_differences, read_plan, read_status, samples_digest, scan_columns, store_exists,
+    plan_differences, plan_key, read_plan, read_status, samples_digest, scan_columns, store_exists,
 )
 from facepipe.pipeline.template import Template
 from facepipe.schemas.catalog import DatasetEntry
@@ -47,6 +47,7 @@ class IngestJob:
     """Everything a task needs, shipped once to every worker."""
 
     url: str
+    plan_key: str
     dataset: str
     root: str
     fmt: str | None
@@ -122,7 +123,7 @@ def ingest_sample(job: IngestJob, index: int, sample_id: str) -> SampleOutcome:
         values |= {"failure_stage": result.stage, "failure_reason": result.reason}
         status = FAILED
     t1 = time.perf_counter()
-    SampleWriter(job.url).write(index, values, status)
+    SampleWriter(job.url, job.plan_key).write(index, values, status)
     seconds["write"] = time.perf_counter() - t1
     if isinstance(result, Preprocessed):
         return SampleOutcome(index=index, path=sample_id, status="ok", seconds=seconds)
@@ -178,7 +179,7 @@ def dashboard_of(client: object) -> str | None:
     return client.dashboard_link if "dashboard" in services else None  # type: ignore[attr-defined]
 
 
-def mark_duplicates(url: str) -> list[FailureLine]:
+def mark_duplicates(url: str, key: str) -> list[FailureLine]:
     """Later ok samples with the same file content as an earlier one become failures (the first is kept)."""
     group = open_group(url, "r")
     status = read_status(group)
@@ -195,7 +196,7 @@ def mark_duplicates(url: str) -> list[FailureLine]:
             dups.append((int(i), first[digest]))
         else:
             first[digest] = int(i)
-    writer = SampleWriter(url)
+    writer = SampleWriter(url, key)
     lines = []
     for i, j in dups:
         reason = f"same file content as {paths[j]}"
@@ -220,7 +221,7 @@ def run_ingest(name: str, catalog: str | PathLike[str], out: str, template: Temp
     todo, done_before = prepare_store(out, plan, ids, overwrite)
     if is_in_memory(out) and processes and not scheduler:
         processes = False  # a memory:// store lives in this process: its workers must be threads
-    job = IngestJob(url=out, dataset=name, root=str(root), fmt=None if entry.format == "auto" else entry.format,
+    job = IngestJob(url=out, plan_key=plan_key(plan), dataset=name, root=str(root), fmt=None if entry.format == "auto" else entry.format,
                     seed=seed, config=config, template=template)
     outcomes: list[SampleOutcome] = []
     not_written: list[FailureLine] = []
@@ -246,7 +247,7 @@ def run_ingest(name: str, catalog: str | PathLike[str], out: str, template: Temp
                 try:
                     outcome = future.result()
                 except Exception as exc:  # noqa: BLE001 - recorded per sample, reported at the end
-                    outcome = _task_error(out, i, ids[i], exc, not_written)
+                    outcome = _task_error(out, job.plan_key, i, ids[i], exc, not_written)
                 if outcome is not None:
                     outcomes.append(outcome)
                 if on_sample:
@@ -254,21 +255,21 @@ def run_ingest(name: str, catalog: str | PathLike[str], out: str, template: Temp
                 future.release()
     elif on_start:
         on_start(0, done_before, None)
-    duplicates = mark_duplicates(out)
+    duplicates = mark_duplicates(out, job.plan_key)
     work = time.perf_counter() - t_work
     manifest = finalize(open_group(out, "r+"), out)
     return _report(name, out, ids, done_before, outcomes, duplicates, not_written, manifest,
                    time.perf_counter() - t_start, work, workers, address, dashboard)
 
 
-def _task_error(url: str, index: int, sample_id: str, exc: BaseException, not_written: list[FailureLine]) -> SampleOutcome | None:
+def _task_error(url: str, key: str, index: int, sample_id: str, exc: BaseException, not_written: list[FailureLine]) -> SampleOutcome | None:
     """A worker that died on a scan (crash, out of memory) several times makes that scan a failure record;
     any other task error (full disk, lost store) leaves the sample pending for a rerun."""
     from distributed import KilledWorker
 
     if isinstance(exc, KilledWorker):
         reason = f"{sample_id}: the worker processing this scan died repeatedly (a crash or out of memory)"
-        SampleWriter(url).write(index, {"failure_stage": "internal", "failure_reason": reason}, FAILED)
+        SampleWriter(url, key).write(index, {"failure_stage": "internal", "failure_reason": reason}, FAILED)
         return SampleOutcome(index=index, path=sample_id, status="failed", stage="internal", reason=reason)
     not_written.append(FailureLine(path=sample_id, stage="write", reason=f"{type(exc).__name__}: {exc}"))
     return None

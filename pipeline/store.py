@@ -150,18 +150,23 @@ def plan_differences(old: StorePlan, new: StorePlan) -> list[str]:
     return diffs
 
 
-class SampleWriter:
-    """Writes one sample's chunks; arrays are opened once per process and URL, not once per sample."""
+def plan_key(plan: StorePlan) -> str:
+    return hashlib.sha256(plan.model_dump_json().encode()).hexdigest()[:16]
 
-    _cache: dict[str, dict[str, zarr.Array]] = {}
+
+class SampleWriter:
+    """Writes one sample's chunks; arrays are opened once per process, URL and plan, not once per sample
+    (the plan is part of the key because `--overwrite` may recreate the store with other shapes)."""
+
+    _cache: dict[tuple[str, str], dict[str, zarr.Array]] = {}
     _lock = threading.Lock()
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, key: str) -> None:
         with self._lock:
-            if url not in self._cache:
+            if (url, key) not in self._cache:
                 group = open_group(url, "r+")
-                self._cache[url] = {name: arr for name, arr in group.arrays()}
-            self.arrays = self._cache[url]
+                self._cache[(url, key)] = {name: arr for name, arr in group.arrays()}
+            self.arrays = self._cache[(url, key)]
 
     def write(self, index: int, values: dict[str, Any], status: int) -> None:
         """Every column gets a value (its fill where absent), so a redone sample leaves no stale chunk."""

@@ -74,3 +74,25 @@ def test_preprocess_writes_points_and_reports_failures(tmp_path: Path, example_d
     assert run.returncode == 1 and "failed at landmarks" in run.stdout
     run = facepipe("preprocess", str(scan), "--sampling", "everywhere")
     assert run.returncode == 2 and "sampling" in run.stderr
+
+
+def test_ingest_command_summary_report_and_config(tmp_path: Path) -> None:
+    shutil.copy(REPO / "data_catalog.yaml", tmp_path)
+    assert facepipe("sample-data", "data/example", "--subjects", "1", cwd=tmp_path).returncode == 0
+    (tmp_path / "settings.yaml").write_text("n_points: 2000\nsampling: area\n")
+    run = facepipe("ingest", "example", "--threads", "--config", "settings.yaml", "--report", "rep.json", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "example -> out/example/scans.zarr" in run.stdout and "samples    5 (ok 5, failed 0, pending 0)" in run.stdout
+    assert "scans/s" in run.stdout and "landmarks" in run.stdout
+    report = json.loads((tmp_path / "rep.json").read_text())
+    assert report["store_status"] == {"ok": 5, "failed": 0, "pending": 0} and report["processed"] == 5
+    assert set(report["stage_seconds_mean"]) >= {"read", "landmarks", "resample", "write"}
+    again = facepipe("ingest", "example", "--threads", "--config", "settings.yaml", cwd=tmp_path)
+    assert again.returncode == 0 and "5 samples already ok, 0 to do" in again.stderr
+    other = facepipe("ingest", "example", "--threads", cwd=tmp_path)
+    assert other.returncode == 2 and "config.n_points: 2000 -> 29495" in other.stderr and "Traceback" not in other.stderr
+    verified = facepipe("verify", "out/example/scans.zarr", cwd=tmp_path)
+    assert verified.returncode == 0 and "OK" in verified.stdout
+    (tmp_path / "bad.yaml").write_text("n_pointz: 3\n")
+    bad = facepipe("ingest", "example", "--config", "bad.yaml", "--out", "o2.zarr", cwd=tmp_path)
+    assert bad.returncode == 2 and "n_pointz" in bad.stderr and "Extra inputs are not permitted" in bad.stderr
