@@ -306,3 +306,6 @@ def main() -> None:
             raise
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: what was written is kept; the same command resumes", err=True)
+        sys.exit(130)

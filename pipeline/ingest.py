@@ -28,7 +28,7 @@ from facepipe.pipeline.preprocess import Preprocessed, preprocess_file
 from facepipe.pipeline.seeding import sample_rng
 from facepipe.pipeline.store import (
     FAILED, OK, SampleWriter, create_store, facepipe_version, finalize, is_in_memory, open_group,
-    plan_differences, plan_key, read_plan, read_status, samples_digest, scan_columns, store_exists,
+    plan_differences, plan_key, read_plan, read_status, samples_digest, scan_columns, store_state,
 )
 from facepipe.pipeline.template import Template
 from facepipe.schemas.catalog import DatasetEntry
@@ -138,7 +138,10 @@ def _json(value: object) -> str:
 
 def prepare_store(url: str, plan: StorePlan, sample_ids: Sequence[str], overwrite: bool) -> tuple[list[int], int]:
     """Create the store, or check that the one there has the same plan; return the samples still to do."""
-    if store_exists(url) and not overwrite:
+    state = store_state(url)
+    if state == "other":
+        raise IngestError(f"{url} exists and is not a Zarr store: refusing to write over it (choose another --out)")
+    if state == "store" and not overwrite:
         group = open_group(url, "r+")
         old = read_plan(group, url)
         if diffs := plan_differences(old, plan):
@@ -160,9 +163,14 @@ def dask_client(workers: int, scheduler: str | None, processes: bool) -> Iterato
         with Client(scheduler, timeout="30s") as client:
             yield client
         return
+    import dask
+
     dashboard = ":0" if _has_bokeh() else None
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes, dashboard_address=dashboard,
-                      silence_logs=logging.WARNING) as cluster, Client(cluster) as client:
+    # Dask's default MALLOC_TRIM_THRESHOLD_ for workers turns off glibc's adaptive mmap threshold, and
+    # every render buffer then costs an mmap/munmap: MediaPipe landmarks took 86 ms instead of 63.
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}), \
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes, dashboard_address=dashboard,
+                         silence_logs=logging.WARNING) as cluster, Client(cluster) as client:
         yield client
 
 

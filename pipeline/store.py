@@ -101,20 +101,28 @@ def open_group(url: str, mode: str = "r") -> zarr.Group:
         raise StoreError(f"{url}: not a facepipe store ({type(exc).__name__}: {exc})") from None
 
 
-def store_exists(url: str) -> bool:
+def store_state(url: str) -> str:
+    """'store' (a Zarr group is there), 'empty' (nothing, or an empty folder) or 'other' (files that are not a store)."""
     store = _zarr_store(url)
     if not isinstance(store, str):
-        return (Path(store.root) / "zarr.json").exists()
+        root = Path(store.root)
+        if (root / "zarr.json").exists():
+            return "store"
+        return "other" if root.exists() and (not root.is_dir() or any(root.iterdir())) else "empty"
     import fsspec
 
     fs, path = fsspec.core.url_to_fs(url)
-    return bool(fs.exists(f"{path.rstrip('/')}/zarr.json"))
+    path = path.rstrip("/")
+    if fs.exists(f"{path}/zarr.json"):
+        return "store"
+    return "other" if fs.exists(path) and (fs.isfile(path) or fs.ls(path)) else "empty"
 
 
 def read_plan(group: zarr.Group, url: str) -> StorePlan:
     raw = group.attrs.get("plan")
     if raw is None:
-        raise StoreError(f"{url}: a Zarr group without a facepipe plan in its attributes")
+        raise StoreError(f"{url}: a Zarr group without a facepipe plan in its attributes (its creation was "
+                         "interrupted, or another tool made it); --overwrite replaces it")
     try:
         return StorePlan.model_validate(raw)
     except ValidationError as exc:

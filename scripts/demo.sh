@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up (if needed) and runs the main job on the embedded example data:
 # generate the example dataset, check the catalog entry, inspect one scan of every layout and
-# preprocess it (landmarks, alignment to the template, crop, 29,495 points with normals).
+# preprocess it (landmarks, alignment to the template, crop, 29,495 points with normals), then
+# ingest the whole dataset into a Zarr store with Dask and verify the store's content hashes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -18,4 +19,6 @@ for f in data/example/BU-3DFE/F0001/F0001_HA04WH_F3D.wrl \
   $fp inspect "$f" --json > "$out/${name%%.*}.json"
   $fp preprocess "$f" --out "$out/${name%%.*}_points.ply"
 done
-echo "demo done: previews, reports and preprocessed point clouds in $out/"
+$fp ingest example --report "$out/ingest.json"   # a rerun resumes: nothing left to do
+$fp verify out/example/scans.zarr
+echo "demo done: previews, reports and preprocessed point clouds in $out/, the store in out/example/scans.zarr"

@@ -189,6 +189,13 @@ def test_a_changed_config_refuses_to_resume(bad_dataset: Path, relief_template: 
     assert again.done_before == 2 and again.processed == 0
     with pytest.raises(IngestError, match="invalid preprocessing config"):
         run_ingest("faces", catalog, out, relief_template, processes=False, overrides={"n_points": -1})
+    mine = tmp_path / "my-folder"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    for overwrite in (False, True):
+        with pytest.raises(IngestError, match="exists and is not a Zarr store: refusing"):
+            run_ingest("faces", catalog, str(mine), relief_template, limit=2, processes=False, overwrite=overwrite)
+    assert (mine / "notes.txt").read_text() == "keep me"
 
 
 def test_a_failed_write_leaves_the_sample_pending_and_a_rerun_completes(
@@ -273,3 +280,34 @@ def test_verify_finds_a_changed_sample(clean_dataset: Path, reference_store: Pat
     assert cli.returncode == 1 and "array points: content differs" in cli.stdout
     with pytest.raises(FacepipeError, match="not a facepipe store"):
         verify_store(str(tmp_path / "nothing.zarr"))
+
+
+def test_kill_9_of_a_worker_mid_run_still_gives_identical_bytes(clean_dataset: Path, reference_store: Path,
+                                                                 relief_template: Template) -> None:
+    import threading
+
+    from distributed import Client, LocalCluster
+
+    out = clean_dataset / "worker-killed.zarr"
+    killed: list[int] = []
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        pids = list(client.run(os.getpid).values())
+
+        def kill_one_worker_once_samples_land() -> None:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                if (out / "status" / "zarr.json").exists() and (read_status(zarr.open_group(str(out), mode="r")) == OK).sum() >= 3:
+                    os.kill(pids[0], signal.SIGKILL)
+                    killed.append(pids[0])
+                    return
+                time.sleep(0.02)
+
+        killer = threading.Thread(target=kill_one_worker_once_samples_land)
+        killer.start()
+        report = run_ingest("faces", clean_dataset / "catalog.yaml", str(out), relief_template,
+                            scheduler=cluster.scheduler_address)
+        killer.join()
+    assert killed, "no worker was killed"
+    assert report.store_status == {"ok": 30, "failed": 0, "pending": 0} and report.not_written == 0
+    assert tree_bytes(out) == tree_bytes(reference_store)
