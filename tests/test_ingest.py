@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -311,3 +312,26 @@ def test_kill_9_of_a_worker_mid_run_still_gives_identical_bytes(clean_dataset: P
     assert killed, "no worker was killed"
     assert report.store_status == {"ok": 30, "failed": 0, "pending": 0} and report.not_written == 0
     assert tree_bytes(out) == tree_bytes(reference_store)
+
+
+def test_a_scan_that_keeps_killing_its_worker_becomes_a_failure_record(
+        clean_dataset: Path, relief_template: Template, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dask gives up on a task after its worker died `allowed-failures` times and raises KilledWorker."""
+    from distributed import KilledWorker
+
+    from facepipe.pipeline import ingest
+
+    real = ingest.ingest_sample
+
+    def crashes_on_sample_2(job: ingest.IngestJob, index: int, sample_id: str) -> object:
+        if index == 2:
+            raise KilledWorker(task="ingest_sample-2", last_worker=SimpleNamespace(address="tcp://127.0.0.1:1"), allowed_failures=3)
+        return real(job, index, sample_id)
+
+    monkeypatch.setattr(ingest, "ingest_sample", crashes_on_sample_2)
+    out = tmp_path / "crash.zarr"
+    report = ingest.run_ingest("faces", clean_dataset / "catalog.yaml", str(out), relief_template, limit=4, processes=False)
+    assert report.store_status == {"ok": 3, "failed": 1, "pending": 0} and report.not_written == 0, report.failures
+    assert report.failures[0].stage == "internal" and "died repeatedly" in report.failures[0].reason
+    group = open_group(str(out))
+    assert read_status(group)[2] == FAILED and "died repeatedly" in str(group["failure_reason"][2])
