@@ -216,6 +216,7 @@ def ingest(
         if dashboard:
             typer.echo(f"Dask dashboard: {dashboard}", err=True)
         if todo:
+            state["started"] = True
             progress.start()
             state["task"] = progress.add_task(name, total=todo, rate="-", failed=0)
 
@@ -232,7 +233,8 @@ def ingest(
                             scheduler=scheduler, processes=not threads, overrides=overrides, overwrite=overwrite,
                             on_start=on_start, on_sample=on_sample)
     finally:
-        progress.stop()
+        if state.get("started"):
+            progress.stop()
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
@@ -266,8 +268,8 @@ def _print_summary(r: IngestReport) -> None:
     typer.echo(f"  this run   {r.processed} processed: {r.ok} ok, {r.failed} failed, {r.not_written} not written"
                + (f" ({r.done_before} were done before)" if r.done_before else ""))
     if r.processed:
-        typer.echo(f"  speed      {r.scans_per_second:.1f} scans/s on {r.workers} workers ({r.scheduler}), "
-                   f"{r.wall_seconds:.1f} s in all")
+        typer.echo(f"  speed      {r.scans_per_second:.1f} scans/s on {r.workers} workers ({r.scheduler}; first task to last "
+                   f"result, worker start-up included), {r.wall_seconds:.1f} s in all")
         typer.echo("  per scan   " + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in r.stage_seconds_mean.items()))
     for stage, count in r.failures_by_stage.items():
         typer.echo(f"  failed     {count:>4} at {stage}")

@@ -9,6 +9,7 @@ the store (a network file system or an object store URL).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 import traceback
@@ -95,12 +96,13 @@ def ingest_sample(job: IngestJob, index: int, sample_id: str) -> SampleOutcome:
     path = Path(job.root) / sample_id
     t0 = time.perf_counter()
     values: dict[str, object] = {}
+    seconds: dict[str, float] = {}
     try:
         values["source_sha256"] = file_sha256(path)
     except OSError as exc:
         result: Preprocessed | PreprocessFailure = PreprocessFailure(path=str(path), stage="read", reason=f"{path}: {exc}")
     else:
-        hashed = time.perf_counter() - t0
+        seconds["hash"] = time.perf_counter() - t0
         rng = sample_rng(job.seed, job.dataset, sample_id)
         try:
             result = preprocess_file(path, job.template, job.config, rng, job.fmt)
@@ -108,16 +110,13 @@ def ingest_sample(job: IngestJob, index: int, sample_id: str) -> SampleOutcome:
             where = traceback.extract_tb(exc.__traceback__)[-1]
             result = PreprocessFailure(path=str(path), stage="internal",
                                        reason=f"{path}: {type(exc).__name__}: {exc} (at {Path(where.filename).name}:{where.lineno})")
-    seconds = {"hash": hashed} if "source_sha256" in values else {}
     if isinstance(result, Preprocessed):
         seconds = result.quality.seconds | seconds
-        quality = result.quality.model_dump(exclude={"seconds"})
-        meta = result.meta
+        quality = result.quality.model_dump(exclude={"seconds"})  # timings differ run to run: not in the store
         values |= {"points": result.points, "normals": result.normals, "landmarks": result.landmarks,
-                   "to_template": result.to_template, "quality": _json(quality)}
-        if meta is not None:
-            values |= {"subject": meta.subject, "expression": meta.expression,
-                       "intensity": meta.intensity if meta.intensity is not None else None}
+                   "to_template": result.to_template, "quality": json.dumps(quality, sort_keys=True, separators=(",", ":"))}
+        if result.meta is not None:
+            values |= {"subject": result.meta.subject, "expression": result.meta.expression, "intensity": result.meta.intensity}
         status = OK
     else:
         values |= {"failure_stage": result.stage, "failure_reason": result.reason}
@@ -128,12 +127,6 @@ def ingest_sample(job: IngestJob, index: int, sample_id: str) -> SampleOutcome:
     if isinstance(result, Preprocessed):
         return SampleOutcome(index=index, path=sample_id, status="ok", seconds=seconds)
     return SampleOutcome(index=index, path=sample_id, status="failed", stage=result.stage, reason=result.reason, seconds=seconds)
-
-
-def _json(value: object) -> str:
-    import json
-
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def prepare_store(url: str, plan: StorePlan, sample_ids: Sequence[str], overwrite: bool) -> tuple[list[int], int]:
@@ -194,22 +187,21 @@ def mark_duplicates(url: str, key: str) -> list[FailureLine]:
     ok = np.flatnonzero(status == OK)
     if len(ok) < 2:
         return []
-    sha = group["source_sha256"]
-    paths = group["source_path"]
+    sha = [str(s) for s in group["source_sha256"][:]]
+    paths = [str(p) for p in group["source_path"][:]]
     first: dict[str, int] = {}
     dups: list[tuple[int, int]] = []
-    for i in ok:
-        digest = str(sha[int(i)])
-        if digest in first:
-            dups.append((int(i), first[digest]))
+    for i in ok.tolist():
+        if sha[i] in first:
+            dups.append((i, first[sha[i]]))
         else:
-            first[digest] = int(i)
+            first[sha[i]] = i
     writer = SampleWriter(url, key)
     lines = []
     for i, j in dups:
         reason = f"same file content as {paths[j]}"
-        writer.write(i, {"source_sha256": str(sha[i]), "failure_stage": "duplicate", "failure_reason": reason}, FAILED)
-        lines.append(FailureLine(path=str(paths[i]), stage="duplicate", reason=reason))
+        writer.write(i, {"source_sha256": sha[i], "failure_stage": "duplicate", "failure_reason": reason}, FAILED)
+        lines.append(FailureLine(path=paths[i], stage="duplicate", reason=reason))
     return lines
 
 
@@ -229,8 +221,8 @@ def run_ingest(name: str, catalog: str | PathLike[str], out: str, template: Temp
     todo, done_before = prepare_store(out, plan, ids, overwrite)
     if is_in_memory(out) and processes and not scheduler:
         processes = False  # a memory:// store lives in this process: its workers must be threads
-    job = IngestJob(url=out, plan_key=plan_key(plan), dataset=name, root=str(root), fmt=None if entry.format == "auto" else entry.format,
-                    seed=seed, config=config, template=template)
+    job = IngestJob(url=out, plan_key=plan_key(plan), dataset=name, root=str(root),
+                    fmt=None if entry.format == "auto" else entry.format, seed=seed, config=config, template=template)
     outcomes: list[SampleOutcome] = []
     not_written: list[FailureLine] = []
     dashboard = None
@@ -270,7 +262,8 @@ def run_ingest(name: str, catalog: str | PathLike[str], out: str, template: Temp
                    time.perf_counter() - t_start, work, workers, address, dashboard)
 
 
-def _task_error(url: str, key: str, index: int, sample_id: str, exc: BaseException, not_written: list[FailureLine]) -> SampleOutcome | None:
+def _task_error(url: str, key: str, index: int, sample_id: str, exc: BaseException,
+                not_written: list[FailureLine]) -> SampleOutcome | None:
     """A worker that died on a scan (crash, out of memory) several times makes that scan a failure record;
     any other task error (full disk, lost store) leaves the sample pending for a rerun."""
     from distributed import KilledWorker
