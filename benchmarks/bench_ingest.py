@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from facepipe.pipeline.ingest import dask_client, run_ingest
+from facepipe.pipeline.ingest import run_ingest
+from facepipe.pipeline.jobs import dask_client
 from facepipe.pipeline.sample_data import FaceParams, bu3dfe_files, example_template, write_files
 
 REPO = Path(__file__).resolve().parents[1]

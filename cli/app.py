@@ -13,7 +13,7 @@ from facepipe.pipeline.errors import FacepipeError
 
 if TYPE_CHECKING:
     from facepipe.pipeline.template import Template
-    from facepipe.schemas.store import IngestReport
+    from facepipe.schemas.store import RunReport
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Raw 3D face scans of many databases into one training set and dense correspondence.")
@@ -262,7 +262,7 @@ def _stderr_console() -> object:
     return Console(stderr=True)
 
 
-def _print_summary(r: IngestReport) -> None:
+def _print_summary(r: RunReport) -> None:
     s = r.store_status
     typer.echo(f"{r.dataset} -> {r.store}\n  samples    {r.samples} (ok {s['ok']}, failed {s['failed']}, pending {s['pending']})")
     typer.echo(f"  this run   {r.processed} processed: {r.ok} ok, {r.failed} failed, {r.not_written} not written"

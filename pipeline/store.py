@@ -158,6 +158,25 @@ def plan_differences(old: StorePlan, new: StorePlan) -> list[str]:
     return diffs
 
 
+def prepare_store(url: str, plan: StorePlan, sample_ids: Sequence[str], columns: Sequence[Column],
+                  overwrite: bool) -> tuple[list[int], int]:
+    """Create the store, or check that the one there has the same plan; return the samples still to do."""
+    state = store_state(url)
+    if state == "other":
+        raise StoreError(f"{url} exists and is not a Zarr store: refusing to write over it (choose another --out)")
+    if state == "store" and not overwrite:
+        group = open_group(url, "r+")
+        old = read_plan(group, url)
+        if diffs := plan_differences(old, plan):
+            raise StoreError(f"{url} was made with a different plan, so this run cannot resume into it:\n  "
+                             + "\n  ".join(diffs) + "\nuse --overwrite to start it over, or --out for a new store")
+        status = read_status(group)
+        todo = [int(i) for i in np.flatnonzero(status != OK)]
+        return todo, len(sample_ids) - len(todo)
+    create_store(url, plan, sample_ids, columns)
+    return list(range(len(sample_ids))), 0
+
+
 def plan_key(plan: StorePlan) -> str:
     return hashlib.sha256(plan.model_dump_json().encode()).hexdigest()[:16]
 

@@ -62,8 +62,8 @@ class FailureLine(BaseModel):
     reason: str
 
 
-class IngestReport(BaseModel):
-    """The end-of-run summary (`--report FILE.json`): counts, failures by reason, time per stage."""
+class RunReport(BaseModel):
+    """The end-of-run summary of `ingest` or `synth` (`--report FILE.json`): counts, failures by reason, time per stage."""
 
     dataset: str
     store: str

@@ -23,7 +23,7 @@ from facepipe.pipeline.errors import FacepipeError
 from facepipe.pipeline.ingest import IngestError, run_ingest
 from facepipe.pipeline.io import frgc
 from facepipe.pipeline.sample_data import write_example_dataset
-from facepipe.pipeline.store import FAILED, OK, PENDING, open_group, read_status, verify_store
+from facepipe.pipeline.store import FAILED, OK, PENDING, StoreError, open_group, read_status, verify_store
 from facepipe.pipeline.template import Template
 
 REPO = Path(__file__).resolve().parents[1]
@@ -178,11 +178,11 @@ def test_a_changed_config_refuses_to_resume(bad_dataset: Path, relief_template: 
     catalog = bad_dataset / "catalog.yaml"
     out = str(tmp_path / "s.zarr")
     run_ingest("faces", catalog, out, relief_template, limit=2, processes=False, overrides={"n_points": 500})
-    with pytest.raises(IngestError, match=r"(?s)different plan.*config\.n_points: 500 -> 600.*--overwrite"):
+    with pytest.raises(StoreError, match=r"(?s)different plan.*config\.n_points: 500 -> 600.*--overwrite"):
         run_ingest("faces", catalog, out, relief_template, limit=2, processes=False, overrides={"n_points": 600})
-    with pytest.raises(IngestError, match="seed: 0 -> 1"):
+    with pytest.raises(StoreError, match="seed: 0 -> 1"):
         run_ingest("faces", catalog, out, relief_template, limit=2, processes=False, seed=1, overrides={"n_points": 500})
-    with pytest.raises(IngestError, match="list of scan files differs"):
+    with pytest.raises(StoreError, match="list of scan files differs"):
         run_ingest("faces", catalog, out, relief_template, limit=3, processes=False, overrides={"n_points": 500})
     report = run_ingest("faces", catalog, out, relief_template, limit=2, processes=False, overrides={"n_points": 600}, overwrite=True)
     assert report.done_before == 0 and open_group(out)["points"].shape == (2, 600, 3)
@@ -194,7 +194,7 @@ def test_a_changed_config_refuses_to_resume(bad_dataset: Path, relief_template: 
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
     for overwrite in (False, True):
-        with pytest.raises(IngestError, match="exists and is not a Zarr store: refusing"):
+        with pytest.raises(StoreError, match="exists and is not a Zarr store: refusing"):
             run_ingest("faces", catalog, str(mine), relief_template, limit=2, processes=False, overwrite=overwrite)
     assert (mine / "notes.txt").read_text() == "keep me"
 
@@ -328,7 +328,7 @@ def test_a_scan_that_keeps_killing_its_worker_becomes_a_failure_record(
             raise KilledWorker(task="ingest_sample-2", last_worker=SimpleNamespace(address="tcp://127.0.0.1:1"), allowed_failures=3)
         return real(job, index, sample_id)
 
-    monkeypatch.setattr(ingest, "ingest_sample", crashes_on_sample_2)
+    monkeypatch.setattr(ingest, "ingest_sample", crashes_on_sample_2)  # the driver maps the module's function
     out = tmp_path / "crash.zarr"
     report = ingest.run_ingest("faces", clean_dataset / "catalog.yaml", str(out), relief_template, limit=4, processes=False)
     assert report.store_status == {"ok": 3, "failed": 1, "pending": 0} and report.not_written == 0, report.failures
