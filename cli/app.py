@@ -199,42 +199,54 @@ def ingest(
     report: Annotated[Path | None, typer.Option(help="write the summary here as JSON")] = None,
 ) -> None:
     """Preprocess every scan of a dataset into a Zarr store with Dask; a rerun resumes what is not done."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     from facepipe.pipeline.ingest import run_ingest
 
     overrides = _read_config(config) if config else None
     url = out or f"out/{name}/scans.zarr"
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[rate]} scans/s  {task.fields[failed]} failed"), TimeElapsedColumn(),
-                        TextColumn("ETA"), TimeRemainingColumn(), console=_stderr_console(), transient=False)
-    state: dict[str, object] = {"failed": 0}
-
-    def on_start(todo: int, done_before: int, dashboard: str | None) -> None:
-        if done_before:
-            typer.echo(f"resuming {url}: {done_before} samples already ok, {todo} to do", err=True)
-        if dashboard:
-            typer.echo(f"Dask dashboard: {dashboard}", err=True)
-        if todo:
-            state["started"] = True
-            progress.start()
-            state["task"] = progress.add_task(name, total=todo, rate="-", failed=0)
-
-    def on_sample(outcome: object) -> None:
-        task = state["task"]
-        if getattr(outcome, "status", "failed") != "ok":
-            state["failed"] = int(state["failed"]) + 1  # type: ignore[call-overload]
-        progress.advance(task)  # type: ignore[arg-type]
-        speed = progress.tasks[0].speed
-        progress.update(task, rate=f"{speed:.1f}" if speed else "-", failed=state["failed"])  # type: ignore[arg-type]
-
+    progress = _Progress(url, name)
     try:
         result = run_ingest(name, catalog, url, _template(template, ict_model), seed=seed, limit=limit, workers=workers,
                             scheduler=scheduler, processes=not threads, overrides=overrides, overwrite=overwrite,
-                            on_start=on_start, on_sample=on_sample)
+                            on_start=progress.start, on_sample=progress.sample)
     finally:
-        if state.get("started"):
-            progress.stop()
+        progress.stop()
+    _finish(result, report)
+
+
+class _Progress:
+    """A rich progress bar on stderr with samples/s, failures and ETA, fed by the job callbacks."""
+
+    def __init__(self, url: str, label: str) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.url, self.label, self.failed, self.task = url, label, 0, None
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[rate]} samples/s  {task.fields[failed]} failed"), TimeElapsedColumn(),
+                            TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True))
+
+    def start(self, todo: int, done_before: int, dashboard: str | None) -> None:
+        if done_before:
+            typer.echo(f"resuming {self.url}: {done_before} samples already ok, {todo} to do", err=True)
+        if dashboard:
+            typer.echo(f"Dask dashboard: {dashboard}", err=True)
+        if todo:
+            self.bar.start()
+            self.task = self.bar.add_task(self.label, total=todo, rate="-", failed=0)
+
+    def sample(self, outcome: object) -> None:
+        if getattr(outcome, "status", "failed") != "ok":
+            self.failed += 1
+        self.bar.advance(self.task)  # type: ignore[arg-type]
+        speed = self.bar.tasks[0].speed
+        self.bar.update(self.task, rate=f"{speed:.1f}" if speed else "-", failed=self.failed)  # type: ignore[arg-type]
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.bar.stop()
+
+
+def _finish(result: RunReport, report: Path | None) -> None:
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
@@ -242,6 +254,51 @@ def ingest(
     if result.not_written:
         typer.echo(f"{result.not_written} samples could not be written (see above); rerun the same command to resume", err=True)
         raise typer.Exit(1)
+
+
+@app.command()
+def synth(
+    model: Annotated[str, typer.Option(help="morphable model kind: ict (more loaders follow)")] = "ict",
+    model_path: Annotated[Path | None, typer.Option("--model-path", help="the model file, e.g. ict_facekit_face.npz")] = None,
+    identities: Annotated[int, typer.Option(min=1, help="random identities")] = 10,
+    expressions: Annotated[int, typer.Option(min=0, help="random expressions per identity, besides its neutral face")] = 6,
+    out: Annotated[str | None, typer.Option(help="store path or fsspec URL; default out/synth-MODEL/synth.zarr")] = None,
+    points: Annotated[int, typer.Option(min=1, help="points sampled per face")] = 29_495,
+    noise_mm: Annotated[float, typer.Option(min=0, help="scanner-like noise along the normal (mm)")] = 0.0,
+    holes: Annotated[int, typer.Option(min=0, help="holes cut into each face")] = 0,
+    missing_side: Annotated[float, typer.Option(min=0, max=1, help="probability of cutting away one side")] = 0.0,
+    identity_components: Annotated[int | None, typer.Option(min=1, help="use only the first K identity modes")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    workers: Annotated[int, typer.Option(min=1)] = 2,
+    scheduler: Annotated[str | None, typer.Option(help="address of an existing Dask scheduler")] = None,
+    threads: Annotated[bool, typer.Option("--threads", help="threads instead of processes")] = False,
+    overwrite: Annotated[bool, typer.Option(help="start over in a store made with another plan")] = False,
+    report: Annotated[Path | None, typer.Option(help="write the summary here as JSON")] = None,
+    preview: Annotated[Path | None, typer.Option(help="write a PNG grid of the first 16 faces here")] = None,
+) -> None:
+    """Synthetic faces of a morphable model with ground-truth correspondence, into a store like ingest's."""
+    from facepipe.pipeline.morphable import load_model
+    from facepipe.pipeline.synth import run_synth, write_preview
+    from facepipe.pipeline.template import template_from_model, template_selection
+    from facepipe.schemas.synth import SynthConfig
+
+    m = load_model(model, model_path)
+    try:
+        config = SynthConfig(model=model, model_id=m.id, identities=identities, expressions=expressions, n_points=points,
+                             noise_mm=noise_mm, holes=holes, missing_side=missing_side, identity_components=identity_components)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    selection, _ = template_selection(m)
+    url = out or f"out/synth-{model}/synth.zarr"
+    progress = _Progress(url, f"synth-{model}")
+    try:
+        result = run_synth(m, template_from_model(m), selection, url, config, seed=seed, workers=workers, scheduler=scheduler,
+                           processes=not threads, overwrite=overwrite, on_start=progress.start, on_sample=progress.sample)
+    finally:
+        progress.stop()
+    _finish(result, report)
+    if preview is not None:
+        typer.echo(f"  preview    {write_preview(url, preview)}")
 
 
 def _read_config(path: Path) -> dict[str, object]:
@@ -256,21 +313,15 @@ def _read_config(path: Path) -> dict[str, object]:
     return raw
 
 
-def _stderr_console() -> object:
-    from rich.console import Console
-
-    return Console(stderr=True)
-
-
 def _print_summary(r: RunReport) -> None:
     s = r.store_status
     typer.echo(f"{r.dataset} -> {r.store}\n  samples    {r.samples} (ok {s['ok']}, failed {s['failed']}, pending {s['pending']})")
     typer.echo(f"  this run   {r.processed} processed: {r.ok} ok, {r.failed} failed, {r.not_written} not written"
                + (f" ({r.done_before} were done before)" if r.done_before else ""))
     if r.processed:
-        typer.echo(f"  speed      {r.scans_per_second:.1f} scans/s on {r.workers} workers ({r.scheduler}; first task to last "
+        typer.echo(f"  speed      {r.scans_per_second:.1f} samples/s on {r.workers} workers ({r.scheduler}; first task to last "
                    f"result, worker start-up included), {r.wall_seconds:.1f} s in all")
-        typer.echo("  per scan   " + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in r.stage_seconds_mean.items()))
+        typer.echo("  per sample " + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in r.stage_seconds_mean.items()))
     for stage, count in r.failures_by_stage.items():
         typer.echo(f"  failed     {count:>4} at {stage}")
     for f in r.failures[:20]:

@@ -7,7 +7,9 @@ whose mean is the landmark, because some (an eye centre) are not vertices of any
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from os import PathLike
 from pathlib import Path
 
@@ -38,6 +40,14 @@ class MorphableModel:
         if expression is not None:
             v += np.tensordot(np.asarray(expression, np.float64), self.expression[: len(expression)], 1)
         return v
+
+    @cached_property
+    def id(self) -> str:
+        """Content hash of the geometry and bases: a store records it, so a changed model file is noticed."""
+        h = hashlib.sha256()
+        for a in (self.mean, self.triangles, self.identity, self.expression):
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()[:16]
 
     def landmark_points(self, vertices: np.ndarray, names: tuple[str, ...] = FIVE) -> np.ndarray:
         """(L, 3) landmarks of a face of this model."""
@@ -72,3 +82,15 @@ def load_ict_npz(path: str | PathLike[str]) -> MorphableModel:
                           (d["expression"] * scale).astype(np.float32),
                           tuple(str(n) for n in d["expression_names"]) if "expression_names" in d.files else (),
                           landmarks, n_face, str(d["license"]) if "license" in d.files else "")
+
+
+MODEL_LOADERS = {"ict": load_ict_npz}
+
+
+def load_model(kind: str, path: str | PathLike[str] | None) -> MorphableModel:
+    """A model by kind and file; the error names what is missing."""
+    if kind not in MODEL_LOADERS:
+        raise ScanFormatError(str(path or kind), f"unknown model kind {kind!r} (have: {', '.join(MODEL_LOADERS)})")
+    if path is None:
+        raise ScanFormatError(kind, f"the {kind} model needs --model-path (its file on your disk)")
+    return MODEL_LOADERS[kind](path)

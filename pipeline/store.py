@@ -48,10 +48,10 @@ class Column:
     attrs: dict[str, Any]
 
 
-def scan_columns(n_points: int, landmark_names: Sequence[str]) -> list[Column]:
-    """The arrays of `scans.zarr` in DESIGN.md; the data arrays come first, `status` last."""
+def scan_columns(n_points: int, landmark_names: Sequence[str], extra: Sequence[Column] = ()) -> list[Column]:
+    """The arrays of `scans.zarr` in DESIGN.md (plus `extra` ones, e.g. synth's), `status` last."""
     xyz = ("xyz",)
-    return [
+    return [*extra, 
         Column("points", (n_points, 3), "float32", np.nan, ("point",) + xyz,
                {"frame": "template", "description": "sampled surface points, template frame ([-1, 1])"}),
         Column("normals", (n_points, 3), "float32", np.nan, ("point",) + xyz, {"description": "unit surface normals at the points"}),
@@ -129,8 +129,10 @@ def read_plan(group: zarr.Group, url: str) -> StorePlan:
         raise StoreError(f"{url}: the store's plan does not match this facepipe version:\n{exc}") from None
 
 
-def create_store(url: str, plan: StorePlan, sample_ids: Sequence[str], columns: Sequence[Column]) -> zarr.Group:
-    """Preallocate every array (nothing but metadata is written) and record the plan; replaces what was there."""
+def create_store(url: str, plan: StorePlan, sample_ids: Sequence[str], columns: Sequence[Column],
+                 constants: dict[str, tuple[np.ndarray, tuple[str, ...]]] | None = None) -> zarr.Group:
+    """Preallocate every per-sample array (nothing but metadata is written), write the `constants`
+    (arrays shared by all samples, with their dimension names) and record the plan, last."""
     if len(sample_ids) != plan.n_samples:
         raise ValueError(f"{len(sample_ids)} sample ids for a plan of {plan.n_samples}")
     group = zarr.open_group(store=_zarr_store(url), mode="w")  # type: ignore[arg-type]
@@ -142,6 +144,8 @@ def create_store(url: str, plan: StorePlan, sample_ids: Sequence[str], columns: 
                              compressors=COMPRESSOR, dimension_names=("sample",),
                              attributes={"description": "scan file relative to the dataset root: the sample id"})
     ids[:] = np.asarray(sample_ids, dtype=object)
+    for name, (value, dims) in (constants or {}).items():
+        group.create_array(name, data=value, compressors=COMPRESSOR, dimension_names=dims)
     group.attrs.put({"plan": plan.model_dump(mode="json")})
     return group
 
@@ -158,8 +162,8 @@ def plan_differences(old: StorePlan, new: StorePlan) -> list[str]:
     return diffs
 
 
-def prepare_store(url: str, plan: StorePlan, sample_ids: Sequence[str], columns: Sequence[Column],
-                  overwrite: bool) -> tuple[list[int], int]:
+def prepare_store(url: str, plan: StorePlan, sample_ids: Sequence[str], columns: Sequence[Column], overwrite: bool,
+                  constants: dict[str, tuple[np.ndarray, tuple[str, ...]]] | None = None) -> tuple[list[int], int]:
     """Create the store, or check that the one there has the same plan; return the samples still to do."""
     state = store_state(url)
     if state == "other":
@@ -173,7 +177,7 @@ def prepare_store(url: str, plan: StorePlan, sample_ids: Sequence[str], columns:
         status = read_status(group)
         todo = [int(i) for i in np.flatnonzero(status != OK)]
         return todo, len(sample_ids) - len(todo)
-    create_store(url, plan, sample_ids, columns)
+    create_store(url, plan, sample_ids, columns, constants)
     return list(range(len(sample_ids))), 0
 
 
@@ -185,26 +189,26 @@ class SampleWriter:
     """Writes one sample's chunks; arrays are opened once per process, URL and plan, not once per sample
     (the plan is part of the key because `--overwrite` may recreate the store with other shapes)."""
 
-    _cache: dict[tuple[str, str], dict[str, zarr.Array]] = {}
+    _cache: dict[tuple[str, str], tuple[dict[str, zarr.Array], zarr.Array]] = {}
     _lock = threading.Lock()
 
     def __init__(self, url: str, key: str) -> None:
         with self._lock:
             if (url, key) not in self._cache:
                 group = open_group(url, "r+")
-                self._cache[(url, key)] = {name: arr for name, arr in group.arrays()}
-            self.arrays = self._cache[(url, key)]
+                columns = {name: arr for name, arr in group.arrays() if name not in ("status", "source_path")
+                           and (arr.metadata.dimension_names or ("",))[0] == "sample"}  # type: ignore[union-attr]
+                self._cache[(url, key)] = (columns, group["status"])  # type: ignore[assignment]
+            self.columns, self.status = self._cache[(url, key)]
 
     def write(self, index: int, values: dict[str, Any], status: int) -> None:
         """Every column gets a value (its fill where absent), so a redone sample leaves no stale chunk."""
-        for name, arr in self.arrays.items():
-            if name in ("status", "source_path"):
-                continue
+        for name, arr in self.columns.items():
             value = values.get(name)
             if value is None:
                 value = np.full(arr.shape[1:], arr.fill_value, dtype=arr.dtype) if arr.ndim > 1 else arr.fill_value
             arr[index] = value
-        self.arrays["status"][index] = status  # last: a sample is ok only once its data are on disk
+        self.status[index] = status  # last: a sample is ok only once its data are on disk
 
 
 def read_status(group: zarr.Group) -> np.ndarray:

@@ -75,11 +75,17 @@ def template_from_mesh(name: str, vertices_mm: np.ndarray, triangles: np.ndarray
                     (np.asarray(landmarks_mm, np.float64) - center) / unit, unit, center)
 
 
-def template_from_model(model: MorphableModel, face_only: bool = True) -> Template:
-    """The model's mean face, cut to its face region when it declares one."""
-    v, f = model.mean, model.triangles
-    lm = model.landmark_points(v, FIVE)
+def template_selection(model: MorphableModel, face_only: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(model vertex id of each template vertex, template triangles): how a face of the model becomes
+    a face in template topology."""
+    f = model.triangles
     if face_only and model.face_vertices is not None:
         f = f[(f < model.face_vertices).all(1)]
-    v, f, _ = compact(v, f)
-    return template_from_mesh(model.name, v, f, lm)
+    _, f, kept = compact(model.mean, f)
+    return kept, f
+
+
+def template_from_model(model: MorphableModel, face_only: bool = True) -> Template:
+    """The model's mean face, cut to its face region when it declares one."""
+    ids, f = template_selection(model, face_only)
+    return template_from_mesh(model.name, model.mean[ids], f, model.landmark_points(model.mean, FIVE))

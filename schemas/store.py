@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from facepipe.schemas.preprocess import PreprocessConfig
+from facepipe.schemas.synth import SynthConfig
 
 
 class StorePlan(BaseModel):
@@ -17,12 +18,12 @@ class StorePlan(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["scans"] = "scans"
+    kind: Literal["scans", "synth"] = "scans"
     facepipe_version: str
     dataset: str
-    format: str = Field(description="reader name, or 'auto'")
+    format: str = Field(description="reader name or 'auto'; for synth, the model kind")
     seed: int
-    config: PreprocessConfig
+    config: PreprocessConfig | SynthConfig
     template_id: str
     template_name: str
     landmark_names: tuple[str, ...]

@@ -83,7 +83,7 @@ def test_ingest_command_summary_report_and_config(tmp_path: Path) -> None:
     run = facepipe("ingest", "example", "--threads", "--config", "settings.yaml", "--report", "rep.json", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert "example -> out/example/scans.zarr" in run.stdout and "samples    5 (ok 5, failed 0, pending 0)" in run.stdout
-    assert "scans/s" in run.stdout and "landmarks" in run.stdout
+    assert "samples/s" in run.stdout and "landmarks" in run.stdout
     report = json.loads((tmp_path / "rep.json").read_text())
     assert report["store_status"] == {"ok": 5, "failed": 0, "pending": 0} and report["processed"] == 5
     assert set(report["stage_seconds_mean"]) >= {"read", "landmarks", "resample", "write"}
