@@ -31,6 +31,7 @@ class MorphableModel:
     landmarks: dict[str, np.ndarray] = field(default_factory=dict)  # name -> vertex ids averaged
     face_vertices: int | None = None  # the first n vertices form the face region (None: all)
     license: str = ""
+    regions: dict[str, np.ndarray] = field(default_factory=dict)  # name -> vertex ids ('mouth', 'bu3dfe83' in order)
 
     def shape(self, identity: np.ndarray | None = None, expression: np.ndarray | None = None) -> np.ndarray:
         """(V, 3) vertices in mm for the given weights (missing weights are zero)."""
@@ -85,12 +86,19 @@ def load_ict_npz(path: str | PathLike[str]) -> MorphableModel:
 
 
 MODEL_LOADERS = {"ict": load_ict_npz}
+MODEL_KINDS = ("procedural", *MODEL_LOADERS)
 
 
-def load_model(kind: str, path: str | PathLike[str] | None) -> MorphableModel:
-    """A model by kind and file; the error names what is missing."""
+def load_model(kind: str, path: str | PathLike[str] | None = None) -> MorphableModel:
+    """A model by kind: the built-in procedural one, or a file of one of the loaders; errors name what is wrong."""
+    if kind == "procedural":
+        if path is not None:
+            raise ScanFormatError(str(path), "the procedural model is built in: it takes no --model-path")
+        from facepipe.pipeline.procedural import procedural_model
+
+        return procedural_model()
     if kind not in MODEL_LOADERS:
-        raise ScanFormatError(str(path or kind), f"unknown model kind {kind!r} (have: {', '.join(MODEL_LOADERS)})")
+        raise ScanFormatError(str(path or kind), f"unknown model kind {kind!r} (have: {', '.join(MODEL_KINDS)})")
     if path is None:
         raise ScanFormatError(kind, f"the {kind} model needs --model-path (its file on your disk)")
     return MODEL_LOADERS[kind](path)

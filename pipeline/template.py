@@ -8,7 +8,7 @@ and a mismatch between them is caught instead of silently mixing frames.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from os import PathLike
 from pathlib import Path
@@ -29,12 +29,16 @@ class Template:
     landmarks: np.ndarray  # (5, 3) float64, the FIVE alignment landmarks in the template frame
     unit_mm: float  # mm per template unit
     center_mm: np.ndarray  # (3,) the source-frame point that became the origin
+    # name -> template vertex ids: 'mouth' (the Laplacian loss), 'bu3dfe83' (evaluation, in BU-3DFE order, -1 = none)
+    regions: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
         h = hashlib.sha256()
         for a in (self.vertices, self.triangles, self.landmarks, np.array([self.unit_mm]), self.center_mm):
             h.update(np.ascontiguousarray(a).tobytes())
+        for name in sorted(self.regions):
+            h.update(name.encode() + np.ascontiguousarray(self.regions[name], np.int64).tobytes())
         return h.hexdigest()[:16]
 
     @cached_property
@@ -49,15 +53,17 @@ class Template:
 
     def save(self, path: str | PathLike[str]) -> None:
         np.savez(Path(path), name=self.name, vertices=self.vertices, triangles=self.triangles,
-                 landmarks=self.landmarks, unit_mm=self.unit_mm, center_mm=self.center_mm, id=self.id)
+                 landmarks=self.landmarks, unit_mm=self.unit_mm, center_mm=self.center_mm, id=self.id,
+                 **{f"region_{k}": np.asarray(v, np.int64) for k, v in self.regions.items()})
 
 
 def load_template(path: str | PathLike[str]) -> Template:
     p = Path(path)
     try:
         d = np.load(p, allow_pickle=False)
+        regions = {k.removeprefix("region_"): d[k].astype(np.int64) for k in d.files if k.startswith("region_")}
         t = Template(str(d["name"]), d["vertices"].astype(np.float64), d["triangles"].astype(np.int64),
-                     d["landmarks"].astype(np.float64), float(d["unit_mm"]), d["center_mm"].astype(np.float64))
+                     d["landmarks"].astype(np.float64), float(d["unit_mm"]), d["center_mm"].astype(np.float64), regions)
         stored = str(d["id"])
     except (OSError, KeyError, ValueError) as exc:
         raise ScanFormatError(p, f"not a facepipe template ({exc})") from None
@@ -66,13 +72,14 @@ def load_template(path: str | PathLike[str]) -> Template:
     return t
 
 
-def template_from_mesh(name: str, vertices_mm: np.ndarray, triangles: np.ndarray, landmarks_mm: np.ndarray) -> Template:
+def template_from_mesh(name: str, vertices_mm: np.ndarray, triangles: np.ndarray, landmarks_mm: np.ndarray,
+                       regions: dict[str, np.ndarray] | None = None) -> Template:
     """Centre the mesh's bounding box and scale its largest half-extent to 1."""
     lo, hi = vertices_mm.min(0), vertices_mm.max(0)
     center = (lo + hi) / 2
     unit = float((hi - lo).max() / 2)
     return Template(name, (vertices_mm - center) / unit, np.asarray(triangles, np.int64),
-                    (np.asarray(landmarks_mm, np.float64) - center) / unit, unit, center)
+                    (np.asarray(landmarks_mm, np.float64) - center) / unit, unit, center, regions or {})
 
 
 def template_selection(model: MorphableModel, face_only: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -88,4 +95,7 @@ def template_selection(model: MorphableModel, face_only: bool = True) -> tuple[n
 def template_from_model(model: MorphableModel, face_only: bool = True) -> Template:
     """The model's mean face, cut to its face region when it declares one."""
     ids, f = template_selection(model, face_only)
-    return template_from_mesh(model.name, model.mean[ids], f, model.landmark_points(model.mean, FIVE))
+    index = np.full(len(model.mean), -1)
+    index[ids] = np.arange(len(ids))
+    regions = {name: index[v] if name == "bu3dfe83" else index[v][index[v] >= 0] for name, v in model.regions.items()}
+    return template_from_mesh(model.name, model.mean[ids], f, model.landmark_points(model.mean, FIVE), regions)

@@ -114,7 +114,7 @@ def test_synth_command_preview_and_dataset(face_model_npz: Path, tmp_path: Path)
     ds = StoreDataset(str(tmp_path / "s.zarr"), arrays=("points", "vertices"))
     assert len(ds) == 4 and ds[3]["vertices"].shape == (832, 3) and ds[3]["points"].dtype == torch.float32
     assert (read_status(zarr.open_group(str(tmp_path / "s.zarr"), mode="r")) == OK).all()
-    missing = subprocess.run([exe, "synth", "--identities", "1"], cwd=tmp_path, capture_output=True, text=True)
+    missing = subprocess.run([exe, "synth", "--model", "ict", "--identities", "1"], cwd=tmp_path, capture_output=True, text=True)
     assert missing.returncode == 2 and "needs --model-path" in missing.stderr
     with pytest.raises(ScanFormatError, match="unknown model kind 'nope'"):
         load_model("nope", face_model_npz)

@@ -1,0 +1,97 @@
+"""The built-in procedural model: structure, symmetric smooth identities, a mouth that opens, and
+renders that MediaPipe takes for faces."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.spatial import cKDTree
+
+from facepipe.pipeline.morphable import FIVE, MorphableModel, load_model
+from facepipe.pipeline.preprocess import Preprocessed, preprocess
+from facepipe.pipeline.procedural import EXPRESSIONS, MOUTH_Y, procedural_model
+from facepipe.pipeline.render import Raycaster
+from facepipe.pipeline.scan import Scan
+from facepipe.pipeline.template import load_template, template_from_model
+from facepipe.schemas.preprocess import PreprocessConfig
+from facepipe.schemas.scan import ScanMeta
+
+
+@pytest.fixture(scope="module")
+def model() -> MorphableModel:
+    return load_model("procedural")
+
+
+def test_structure_landmarks_and_template_regions(model: MorphableModel, tmp_path: Path) -> None:
+    assert model is procedural_model() and model.id == procedural_model().id  # built once, deterministic
+    assert model.identity.shape == (60, len(model.mean), 3) and model.expression.shape == (len(EXPRESSIONS), len(model.mean), 3)
+    assert model.expression_names == EXPRESSIONS and "mouthSmile_L" in EXPRESSIONS
+    five = model.landmark_points(model.mean)
+    assert five[0, 0] < 0 < five[1, 0] and five[2, 2] == model.mean[:, 2].max().round(6) or five[2, 2] > five[0, 2] + 10
+    assert five[3, 0] < 0 < five[4, 0] and abs(five[3, 1] - MOUTH_Y) < 1.5
+    extent = model.mean.max(0) - model.mean.min(0)
+    assert 130 < extent[0] < 160 and 170 < extent[1] < 210  # mm: a face's width and height
+    t = template_from_model(model)
+    assert len(t.regions["bu3dfe83"]) == 83 and (t.regions["bu3dfe83"] >= 0).all()
+    mouth = t.vertices[t.regions["mouth"]]
+    assert len(mouth) > 50 and np.abs(mouth[:, 1] - t.landmarks[3:, 1].mean()).max() < 0.2
+    t.save(tmp_path / "t.npz")
+    back = load_template(tmp_path / "t.npz")
+    assert back.id == t.id and np.array_equal(back.regions["mouth"], t.regions["mouth"])
+
+
+def test_identity_modes_are_mirror_symmetric_smooth_and_ordered(model: MorphableModel) -> None:
+    mirrored = model.mean * np.array([-1.0, 1.0, 1.0])
+    dist, j = cKDTree(model.mean).query(mirrored)
+    assert dist.max() < 1e-9
+    assert np.allclose(model.identity[:, j] * np.array([-1.0, 1.0, 1.0]), model.identity, atol=1e-5)
+    size = np.linalg.norm(model.identity, axis=2).mean(1)
+    assert size[0] > 2.0 and size[-1] < 0.5 and size[:5].mean() > 5 * size[-5:].mean()  # mm, strongest first
+    e = np.unique(np.sort(model.triangles[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1), axis=0)
+    step = np.linalg.norm(model.identity[:3][:, e[:, 0]] - model.identity[:3][:, e[:, 1]], axis=2).max()
+    assert step < 0.5  # mm between neighbours 2.5 mm apart: smooth
+
+
+def test_the_lips_meet_at_rest_and_the_jaw_opens_a_mouth_hole(model: MorphableModel) -> None:
+    ray = np.array([[0.0, MOUTH_Y - 1.0, 200.0, 0.0, 0.0, -1.0]])
+    closed = Raycaster(model.mean, model.triangles).cast(ray)
+    assert closed.mask.all()
+    open_w = np.zeros(len(EXPRESSIONS))
+    open_w[EXPRESSIONS.index("jawOpen")] = 1.0
+    opened = model.shape(None, open_w)
+    assert not Raycaster(opened, model.triangles).cast(ray).mask.any()
+    chin = int(np.argmin(model.mean[:, 1]))
+    assert opened[chin, 1] < model.mean[chin, 1] - 5.0
+
+
+def test_mediapipe_finds_the_faces_of_the_model(model: MorphableModel) -> None:
+    template = template_from_model(model)
+    rng = np.random.default_rng(2026)
+    errors, found = [], 0
+    for k in range(8):
+        w = np.zeros(len(EXPRESSIONS))
+        if k % 2:
+            w[rng.choice(len(EXPRESSIONS), 2, replace=False)] = rng.uniform(0.3, 1.0, 2)
+        v = model.shape(rng.normal(size=len(model.identity)), w)
+        scan = Scan(v, model.triangles, ScanMeta(format="procedural", path=f"face{k}"))
+        out = preprocess(scan, template, PreprocessConfig(landmarks="mediapipe", n_points=500), np.random.default_rng(k))
+        if isinstance(out, Preprocessed):
+            found += 1
+            true = model.landmark_points(v, FIVE)
+            errors.append(np.linalg.norm(out.landmarks - (true - template.center_mm) / template.unit_mm, axis=1).mean())
+    assert found >= 7, f"MediaPipe found {found} of 8 faces"  # about 92% on shaded renders (24-face check)
+    assert np.mean(errors) < 0.12  # template units (about 10 mm): the right places, not just "a face"
+
+
+def test_synth_uses_the_procedural_model_by_default(tmp_path: Path) -> None:
+    exe = str(Path(sys.executable).with_name("facepipe"))
+    run = subprocess.run([exe, "synth", "--identities", "2", "--expressions", "1", "--points", "2000", "--threads",
+                          "--out", "s.zarr", "--preview", "p.png"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "synth-procedural -> s.zarr" in run.stdout and (tmp_path / "p.png").stat().st_size > 1000
+    bad = subprocess.run([exe, "synth", "--model-path", "x.npz"], cwd=tmp_path, capture_output=True, text=True)
+    assert bad.returncode == 2 and "built in: it takes no --model-path" in bad.stderr
