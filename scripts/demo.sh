@@ -2,7 +2,8 @@
 # Sets up (if needed) and runs the main job on the embedded example data:
 # generate the example dataset, check the catalog entry, inspect one scan of every layout and
 # preprocess it (landmarks, alignment to the template, crop, 29,495 points with normals), then
-# ingest the whole dataset into a Zarr store with Dask and verify the store's content hashes.
+# ingest the whole dataset into a Zarr store with Dask and verify the store's content hashes, and
+# make synthetic faces of the procedural model (ground-truth correspondence) with a preview.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -21,4 +22,5 @@ for f in data/example/BU-3DFE/F0001/F0001_HA04WH_F3D.wrl \
 done
 $fp ingest example --report "$out/ingest.json"   # a rerun resumes: nothing left to do
 $fp verify out/example/scans.zarr
+$fp synth --identities 4 --expressions 2 --out out/demo/synth.zarr --preview "$out/synth.png"
 echo "demo done: previews, reports and preprocessed point clouds in $out/, the store in out/example/scans.zarr"
