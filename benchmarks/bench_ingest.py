@@ -26,7 +26,8 @@ import yaml
 
 from facepipe.pipeline.ingest import run_ingest
 from facepipe.pipeline.jobs import dask_client
-from facepipe.pipeline.sample_data import FaceParams, bu3dfe_files, example_template, write_files
+from facepipe.pipeline.procedural import default_template
+from facepipe.pipeline.sample_data import FaceParams, bu3dfe_files, write_files
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,7 +54,7 @@ def du(path: Path) -> int:
 
 
 def run_one(catalog: Path, name: str, workers: int, out: Path) -> dict[str, object]:
-    template = example_template()
+    template = default_template()
     t0 = time.perf_counter()
     with dask_client(workers, None, processes=True) as client:  # ingest's own cluster, held here to read worker memory
         started = time.perf_counter() - t0

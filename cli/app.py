@@ -118,18 +118,18 @@ def sample_data(
     typer.echo(f"wrote {len(paths)} files under {out}")
 
 
-TemplateOpt = Annotated[Path | None, typer.Option(help="a saved template (.npz); default: the example data's")]
+TemplateOpt = Annotated[Path | None, typer.Option(help="a saved template (.npz); default: the procedural model's")]
 IctOpt = Annotated[Path | None, typer.Option("--ict-model", help="derive the template from an ICT-FaceKit npz")]
 
 
 def _template(template: Path | None, ict_model: Path | None) -> Template:
     from facepipe.pipeline.morphable import load_ict_npz
-    from facepipe.pipeline.sample_data import example_template
+    from facepipe.pipeline.procedural import default_template
     from facepipe.pipeline.template import load_template, template_from_model
 
     if template is not None and ict_model is not None:
         raise typer.BadParameter("give --template or --ict-model, not both")
-    return load_template(template) if template else template_from_model(load_ict_npz(ict_model)) if ict_model else example_template()
+    return load_template(template) if template else template_from_model(load_ict_npz(ict_model)) if ict_model else default_template()
 
 
 @app.command()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from facepipe.pipeline.align import apply, umeyama
 from facepipe.pipeline.render import (Camera, Hits, Raycaster, camera_light, facing_direction, framing_camera, shade,
@@ -203,14 +204,30 @@ def five_from_mediapipe_points(pts: np.ndarray) -> np.ndarray:
     return np.stack([centre(pts[:n]), centre(pts[n : 2 * n]), pts[2 * n], pts[2 * n + 1], pts[2 * n + 2]])
 
 
+def surface_fit(vertices: np.ndarray, five: np.ndarray, reference: np.ndarray, surface: cKDTree, near: float = 0.05) -> float:
+    """Fraction of the scan (inside the template box, after the five-point similarity) within `near`
+    template units of the template surface: about 1 for a right detection, about half for a face
+    read upside down, whose five can still be laid out almost like a face (mouth corners as eyes)."""
+    step = max(1, len(vertices) // 5000)
+    moved = apply(umeyama(five, reference), vertices[::step])
+    inside = (np.abs(moved) <= 1.0).all(1)
+    if inside.sum() < 10:
+        return 0.0
+    dist, _ = surface.query(moved[inside])
+    return float((dist < near).mean())
+
+
 def detect_five(scan: Scan, mediapipe: MediaPipe, reference: np.ndarray, max_layout_error: float = 0.2,
                 size: int = 384, accept: float = 0.5, views: tuple[tuple[float, float], ...] = VIEWS,
-                use_texture: bool = True) -> FiveLandmarks | None:
+                use_texture: bool = True, surface: np.ndarray | None = None, accept_fit: float = 0.6) -> FiveLandmarks | None:
     """Render, detect and lift, view after view, until a confident view; None if no view has a face.
 
     A view whose five are not laid out like `reference` (a template's five; see `layout_error`)
-    counts as no face: MediaPipe returns confident nonsense for faces lying on their side.
+    counts as no face: MediaPipe returns confident nonsense for faces lying on their side. With the
+    template's vertices as `surface`, views are also ranked by `surface_fit`, and a view is taken
+    at once only when the scan fits the template at least `accept_fit`.
     """
+    tree = cKDTree(surface) if surface is not None else None
     caster = Raycaster(scan.vertices, scan.faces)
     direction = facing_direction(scan.vertices, scan.faces)
     best: tuple[float, FiveLandmarks] | None = None
@@ -239,9 +256,10 @@ def detect_five(scan: Scan, mediapipe: MediaPipe, reference: np.ndarray, max_lay
         if layout > max_layout_error:
             continue
         confidence = score * float(direct[list(CORE)].mean())
-        rank = confidence * (1 - layout / max_layout_error) * np.cos(np.radians(tilt))
+        fit = surface_fit(scan.vertices, five, reference, tree) if tree is not None else 1.0
+        rank = confidence * (1 - layout / max_layout_error) * np.cos(np.radians(tilt)) * fit
         if best is None or rank > best[0]:
             best = (rank, FiveLandmarks(five, "mediapipe", confidence, f"yaw{yaw:+.0f}_roll{roll:+.0f}"))
-        if confidence >= accept and layout <= max_layout_error / 2 and abs(tilt) <= UPRIGHT_DEG:
+        if confidence >= accept and layout <= max_layout_error / 2 and abs(tilt) <= UPRIGHT_DEG and fit >= accept_fit:
             break
     return None if best is None else best[1]

@@ -66,7 +66,7 @@ def find_five(scan: Scan, template: Template, config: PreprocessConfig, mediapip
     if config.landmarks == "annotations":
         raise StageError("landmarks", "the scan has no landmark file with the five alignment landmarks")
     found = detect_five(scan, mediapipe or MediaPipe.shared(), template.landmarks, config.max_landmark_residual,
-                        config.render_size, config.accept_confidence, use_texture=config.use_texture)
+                        config.render_size, config.accept_confidence, use_texture=config.use_texture, surface=template.vertices)
     if found is None:
         raise StageError("landmarks", "MediaPipe found no face in any view of the scan")
     if found.confidence < config.min_confidence:

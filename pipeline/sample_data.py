@@ -18,7 +18,6 @@ from facepipe.pipeline.io import bosphorus, bu3dfe, frgc
 from facepipe.pipeline.io.vrml import FaceSet, VrmlDocument, Viewpoint, write_vrml
 from facepipe.pipeline.morphable import FIVE
 from facepipe.pipeline.scan import compact, grid_faces
-from facepipe.pipeline.template import Template, template_from_mesh
 
 
 @dataclass(frozen=True)
@@ -111,11 +110,6 @@ def relief_face(p: FaceParams = FaceParams(), spacing: float = 2.0) -> tuple[np.
     xy = np.array([lm[n] for n in FIVE])
     five = np.column_stack([xy, face_depth(xy[:, 0], xy[:, 1], p)[0]])
     return v, f, five
-
-
-def example_template() -> Template:
-    """The template of the example data (the mean analytic face), until a face model is chosen."""
-    return template_from_mesh("example-relief", *relief_face())
 
 
 def face_grid(p: FaceParams, rows: int, cols: int, spacing: float, rng: np.random.Generator,

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facepipe.pipeline.sample_data import (FaceParams, bosphorus_files, bu3dfe_files, example_template, frgc_files, write_example_dataset,
+from facepipe.pipeline.sample_data import (FaceParams, bosphorus_files, bu3dfe_files, frgc_files, write_example_dataset,
                                           write_files)
 from facepipe.pipeline.template import Template
 
@@ -46,8 +46,10 @@ def frgc_scan(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def relief_template() -> Template:
-    return example_template()
+def face_template() -> Template:
+    from facepipe.pipeline.procedural import default_template
+
+    return default_template()
 
 
 def write_face_model_npz(path: Path) -> Path:

@@ -37,29 +37,29 @@ def moved_scan(template: Template, t: np.ndarray) -> Scan:
     return Scan(apply(t, mm), template.triangles, ScanMeta(format="test", path="moved.obj"), landmarks=lm)
 
 
-def test_a_face_moved_by_a_known_similarity_is_aligned_back(relief_template: Template) -> None:
+def test_a_face_moved_by_a_known_similarity_is_aligned_back(face_template: Template) -> None:
     t = np.eye(4)
     t[:3, :3] = 1.7 * Rotation.from_euler("xyz", [20, -35, 170], degrees=True).as_matrix()
     t[:3, 3] = [300.0, -40.0, 1200.0]
-    scan = moved_scan(relief_template, t)
-    out = preprocess(scan, relief_template, PreprocessConfig(landmarks="annotations", n_points=2000), np.random.default_rng(0))
+    scan = moved_scan(face_template, t)
+    out = preprocess(scan, face_template, PreprocessConfig(landmarks="annotations", n_points=2000), np.random.default_rng(0))
     assert isinstance(out, Preprocessed)
     # raw -> template composed with template(mm) -> raw is the template's own mm -> unit map
-    mm_to_unit = np.diag([1 / relief_template.unit_mm] * 3 + [1.0])
-    mm_to_unit[:3, 3] = -relief_template.center_mm / relief_template.unit_mm
+    mm_to_unit = np.diag([1 / face_template.unit_mm] * 3 + [1.0])
+    mm_to_unit[:3, 3] = -face_template.center_mm / face_template.unit_mm
     assert np.abs(out.to_template @ t - mm_to_unit).max() < 1e-4
-    assert np.abs(out.landmarks - relief_template.landmarks).max() < 1e-4
+    assert np.abs(out.landmarks - face_template.landmarks).max() < 1e-4
     assert out.quality.landmark_residual_mm < 1e-4
-    assert out.quality.scale == pytest.approx(1 / (1.7 * relief_template.unit_mm))
-    assert distance_to_mesh(out.points, relief_template.vertices, relief_template.triangles).max() < 1e-5
+    assert out.quality.scale == pytest.approx(1 / (1.7 * face_template.unit_mm))
+    assert distance_to_mesh(out.points, face_template.vertices, face_template.triangles).max() < 1e-5
 
 
-def test_a_sparse_mesh_ends_with_exactly_n_points_on_its_surface(relief_template: Template) -> None:
+def test_a_sparse_mesh_ends_with_exactly_n_points_on_its_surface(face_template: Template) -> None:
     v, f, five = relief_face(spacing=9.0)  # a few hundred vertices
     scan = Scan(v, f, ScanMeta(format="test", path="sparse.obj"), landmarks=Landmarks(FIVE, five, source="test"))
     for sampling in ("area", "vertices"):
         cfg = PreprocessConfig(landmarks="annotations", sampling=sampling, min_points_after_crop=50)  # 29,495 points
-        out = preprocess(scan, relief_template, cfg, np.random.default_rng(1))
+        out = preprocess(scan, face_template, cfg, np.random.default_rng(1))
         assert isinstance(out, Preprocessed), out
         assert out.points.shape == (29_495, 3) and out.normals.shape == (29_495, 3) and out.points.dtype == np.float32
         assert np.allclose(np.linalg.norm(out.normals, axis=1), 1.0, atol=1e-5)
@@ -76,8 +76,8 @@ def test_a_sparse_mesh_ends_with_exactly_n_points_on_its_surface(relief_template
         assert (out.normals[:, 2] > 0).mean() > 0.9  # facing the viewer
 
 
-def test_sampling_is_deterministic_from_the_sample_seed(relief_template: Template) -> None:
-    v, f = relief_template.vertices, relief_template.triangles
+def test_sampling_is_deterministic_from_the_sample_seed(face_template: Template) -> None:
+    v, f = face_template.vertices, face_template.triangles
     a = sample_points(v, f, 3000, sample_rng(7, "bu3dfe", "F0001_NE00WH_F3D"))
     b = sample_points(v, f, 3000, sample_rng(7, "bu3dfe", "F0001_NE00WH_F3D"))
     c = sample_points(v, f, 3000, sample_rng(7, "bu3dfe", "F0002_NE00WH_F3D"))
@@ -122,7 +122,7 @@ def test_annotations_map_to_the_five(example_dir: Path) -> None:
     assert five_from_annotations(lm, np.zeros((1, 3))) is None  # no left outer corner: no left eye
 
 
-def test_mediapipe_finds_the_five_on_a_scan_without_landmarks(frgc_scan: Path, relief_template: Template) -> None:
+def test_mediapipe_finds_the_five_on_a_scan_without_landmarks(frgc_scan: Path, face_template: Template) -> None:
     from facepipe.pipeline.landmarks import MediaPipe, detect_five
 
     p = FaceParams()
@@ -132,39 +132,39 @@ def test_mediapipe_finds_the_five_on_a_scan_without_landmarks(frgc_scan: Path, r
     for angle in (0.0, 40.0, 90.0, 150.0):  # tilted scans and one nearly upside down are found by rolled views
         rot = Rotation.from_euler("z", angle, degrees=True).as_matrix()
         turned = replace(scan, vertices=(scan.vertices - base) @ rot.T)
-        found = detect_five(turned, MediaPipe.shared(), relief_template.landmarks)
+        found = detect_five(turned, MediaPipe.shared(), face_template.landmarks, surface=face_template.vertices)
         assert found is not None and found.source == "mediapipe" and found.confidence > 0.5
         back = found.points @ rot + base - np.array([0.0, 0.0, -1000.0])
         for k, name in enumerate(FIVE):
             assert np.linalg.norm(back[k] - truth[name]) < 10.0, (angle, name, back[k], truth[name])
-    out = preprocess(scan, relief_template, PreprocessConfig(n_points=1000), np.random.default_rng(0))
+    out = preprocess(scan, face_template, PreprocessConfig(n_points=1000), np.random.default_rng(0))
     assert isinstance(out, Preprocessed) and out.quality.landmark_source == "mediapipe"
     assert out.quality.landmark_residual_mm < 6.0
 
 
-def test_a_scan_without_a_face_is_a_failure_record(tmp_path: Path, relief_template: Template) -> None:
+def test_a_scan_without_a_face_is_a_failure_record(tmp_path: Path, face_template: Template) -> None:
     sphere = o3d.geometry.TriangleMesh.create_sphere(radius=80.0, resolution=30)
     scan = Scan(np.asarray(sphere.vertices), np.asarray(sphere.triangles, np.int64), ScanMeta(format="test", path="ball.ply"))
-    out = preprocess(scan, relief_template, PreprocessConfig(), np.random.default_rng(0))
+    out = preprocess(scan, face_template, PreprocessConfig(), np.random.default_rng(0))
     assert isinstance(out, PreprocessFailure) and out.stage == "landmarks" and out.path == "ball.ply", out
-    out = preprocess(scan, relief_template, PreprocessConfig(landmarks="annotations"), np.random.default_rng(0))
+    out = preprocess(scan, face_template, PreprocessConfig(landmarks="annotations"), np.random.default_rng(0))
     assert isinstance(out, PreprocessFailure) and "landmark file" in out.reason
     bad = tmp_path / "F0001_NE00WH_F3D.wrl"
     bad.write_text("#VRML V2.0 utf8\nShape { geometry IndexedFaceSet { coord Coordinate { point [ 1 2 ] } } }\n")
-    out = preprocess_file(bad, relief_template, PreprocessConfig(), np.random.default_rng(0))
+    out = preprocess_file(bad, face_template, PreprocessConfig(), np.random.default_rng(0))
     assert isinstance(out, PreprocessFailure) and out.stage == "read" and str(bad) in out.reason
 
 
-def test_a_scan_away_from_its_landmarks_fails_at_the_crop(relief_template: Template) -> None:
+def test_a_scan_away_from_its_landmarks_fails_at_the_crop(face_template: Template) -> None:
     v, f, five = relief_face(spacing=4.0)
     scan = Scan(v + np.array([0.0, 0.0, 500.0]), f, ScanMeta(format="test", path="off.obj"), landmarks=Landmarks(FIVE, five, source="test"))
-    out = preprocess(scan, relief_template, PreprocessConfig(landmarks="annotations"), np.random.default_rng(0))
+    out = preprocess(scan, face_template, PreprocessConfig(landmarks="annotations"), np.random.default_rng(0))
     assert isinstance(out, PreprocessFailure) and out.stage == "crop" and "inside the template region" in out.reason
 
 
-def test_five_points_that_are_not_a_face_layout_are_refused(relief_template: Template) -> None:
+def test_five_points_that_are_not_a_face_layout_are_refused(face_template: Template) -> None:
     v, f, five = relief_face(spacing=4.0)
     swapped = five[[0, 3, 2, 1, 4]]  # the left eye and the right mouth corner exchanged
     scan = Scan(v, f, ScanMeta(format="test", path="swap.obj"), landmarks=Landmarks(FIVE, swapped, source="test"))
-    out = preprocess(scan, relief_template, PreprocessConfig(landmarks="annotations"), np.random.default_rng(0))
+    out = preprocess(scan, face_template, PreprocessConfig(landmarks="annotations"), np.random.default_rng(0))
     assert isinstance(out, PreprocessFailure) and out.stage == "landmarks" and "not laid out like a face" in out.reason
