@@ -258,7 +258,7 @@ def _finish(result: RunReport, report: Path | None) -> None:
 
 @app.command()
 def synth(
-    model: Annotated[str, typer.Option(help="morphable model: procedural (built in) or ict (with --model-path)")] = "procedural",
+    model: Annotated[str, typer.Option(help="procedural (built in), or ict | bfm2009 | flame with --model-path")] = "procedural",
     model_path: Annotated[Path | None, typer.Option("--model-path", help="the model file, e.g. ict_facekit_face.npz")] = None,
     identities: Annotated[int, typer.Option(min=1, help="random identities")] = 10,
     expressions: Annotated[int, typer.Option(min=0, help="random expressions per identity, besides its neutral face")] = 6,

@@ -8,6 +8,7 @@ whose mean is the landmark, because some (an eye centre) are not vertices of any
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from os import PathLike
@@ -31,7 +32,9 @@ class MorphableModel:
     landmarks: dict[str, np.ndarray] = field(default_factory=dict)  # name -> vertex ids averaged
     face_vertices: int | None = None  # the first n vertices form the face region (None: all)
     license: str = ""
-    regions: dict[str, np.ndarray] = field(default_factory=dict)  # name -> vertex ids ('mouth', 'bu3dfe83' in order)
+    regions: dict[str, np.ndarray] = field(default_factory=dict)  # name -> vertex ids ('face', 'mouth', 'bu3dfe83' in order)
+    landmark_weights: dict[str, np.ndarray] = field(default_factory=dict)  # name -> weights of its vertex group (barycentric)
+    expression_kind: str = "blendshape"  # 'blendshape': weights in [0, 1], a few at a time; 'pca': all ~ N(0, 1)
 
     def shape(self, identity: np.ndarray | None = None, expression: np.ndarray | None = None) -> np.ndarray:
         """(V, 3) vertices in mm for the given weights (missing weights are zero)."""
@@ -51,8 +54,8 @@ class MorphableModel:
         return h.hexdigest()[:16]
 
     def landmark_points(self, vertices: np.ndarray, names: tuple[str, ...] = FIVE) -> np.ndarray:
-        """(L, 3) landmarks of a face of this model."""
-        return np.stack([vertices[self.landmarks[n]].mean(0) for n in names])
+        """(L, 3) landmarks of a face of this model (weighted where the model embeds them barycentrically)."""
+        return np.stack([np.average(vertices[self.landmarks[n]], axis=0, weights=self.landmark_weights.get(n)) for n in names])
 
 
 # 0-based iBUG-68 ids: 36-41 the subject's right eye, 42-47 the left, 30 the nose tip, 48/54 mouth corners
@@ -85,8 +88,15 @@ def load_ict_npz(path: str | PathLike[str]) -> MorphableModel:
                           landmarks, n_face, str(d["license"]) if "license" in d.files else "")
 
 
-MODEL_LOADERS = {"ict": load_ict_npz}
-MODEL_KINDS = ("procedural", *MODEL_LOADERS)
+def _loaders() -> dict[str, Callable[[str | PathLike[str]], MorphableModel]]:
+    from facepipe.pipeline.io.bfm import load_bfm2009
+    from facepipe.pipeline.io.flame import load_flame
+
+    return {"ict": load_ict_npz, "bfm2009": load_bfm2009, "flame": load_flame}
+
+
+MODEL_FILES = ("ict", "bfm2009", "flame")
+MODEL_KINDS = ("procedural", *MODEL_FILES)
 
 
 def load_model(kind: str, path: str | PathLike[str] | None = None) -> MorphableModel:
@@ -97,8 +107,8 @@ def load_model(kind: str, path: str | PathLike[str] | None = None) -> MorphableM
         from facepipe.pipeline.procedural import procedural_model
 
         return procedural_model()
-    if kind not in MODEL_LOADERS:
+    if kind not in MODEL_FILES:
         raise ScanFormatError(str(path or kind), f"unknown model kind {kind!r} (have: {', '.join(MODEL_KINDS)})")
     if path is None:
         raise ScanFormatError(kind, f"the {kind} model needs --model-path (its file on your disk)")
-    return MODEL_LOADERS[kind](path)
+    return _loaders()[kind](path)

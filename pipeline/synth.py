@@ -39,14 +39,16 @@ def sample_ids(identities: int, expressions: int) -> list[str]:
 
 def draw_weights(model: MorphableModel, config: SynthConfig, seed: int, dataset: str, sample_id: str) -> tuple[np.ndarray, np.ndarray]:
     """Identity weights from the identity's own generator (shared by its expressions), expression
-    weights from the sample's; `_e00` is neutral."""
+    weights from the sample's (a few blendshapes in [0, max], or every PCA mode ~ N(0, sigma)); `_e00` is neutral."""
     identity, expr = sample_id.split("_")
     n_id = len(model.identity)
     k = min(config.identity_components or n_id, n_id)
     id_w = np.zeros(n_id)
     id_w[:k] = sample_rng(seed, dataset, identity).normal(0.0, config.identity_sigma, k)
     ex_w = np.zeros(len(model.expression))
-    if expr != "e00" and len(ex_w):
+    if expr != "e00" and len(ex_w) and model.expression_kind == "pca":
+        ex_w = sample_rng(seed, dataset, sample_id).normal(0.0, config.expression_sigma, len(ex_w))
+    elif expr != "e00" and len(ex_w):
         rng = sample_rng(seed, dataset, sample_id)
         lo, hi = config.expression_active
         n = int(min(rng.integers(lo, max(hi, lo) + 1), len(ex_w)))

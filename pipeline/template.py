@@ -88,6 +88,10 @@ def template_selection(model: MorphableModel, face_only: bool = True) -> tuple[n
     f = model.triangles
     if face_only and model.face_vertices is not None:
         f = f[(f < model.face_vertices).all(1)]
+    if face_only and "face" in model.regions:
+        inside = np.zeros(len(model.mean), bool)
+        inside[model.regions["face"]] = True
+        f = f[inside[f].all(1)]
     _, f, kept = compact(model.mean, f)
     return kept, f
 
