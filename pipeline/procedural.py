@@ -15,9 +15,9 @@ from functools import cache
 
 import numpy as np
 
-from facepipe.pipeline.morphable import FIVE, MorphableModel
-from facepipe.pipeline.render import facing_direction
-from facepipe.pipeline.sample_data import FaceParams, bu83_positions, face_depth, landmark_positions
+from facepipe.pipeline.morphable import MorphableModel
+from facepipe.pipeline.render import Raycaster, facing_direction
+from facepipe.pipeline.sample_data import FaceParams, FaceSurface, bu83_positions, face_depth, landmark_positions
 from facepipe.pipeline.template import Template, template_from_model
 
 MOUTH_Y = -38.0
@@ -141,7 +141,7 @@ def procedural_model(spacing: float = 2.5, identity_count: int = 60) -> Morphabl
         return int(np.argmin(d))
 
     named = landmark_positions()
-    landmarks = {name: np.array([nearest(*named[name])]) for name in FIVE}
+    landmarks = {name: np.array([nearest(*xy)]) for name, xy in named.items()}  # FIVE among them
     bu = np.array([nearest(px, py) for px, py in bu83_positions()])
     landmarks |= {f"bu3dfe{k:02d}": bu[k : k + 1] for k in range(83)}
     mouth = np.flatnonzero((v[:, 0] / (CORNER + 8)) ** 2 + ((v[:, 1] - MOUTH_Y) / 14.0) ** 2 < 1.0)
@@ -156,3 +156,21 @@ def procedural_model(spacing: float = 2.5, identity_count: int = 60) -> Morphabl
 def default_template() -> Template:
     """The template every command uses unless told otherwise: the procedural model's mean face."""
     return template_from_model(procedural_model())
+
+
+def procedural_surface(model: MorphableModel, identity: np.ndarray | None, expression: np.ndarray | None) -> FaceSurface:
+    """A face of the model as the example-data writers see it: depth by casting rays along -z (an open
+    mouth is a hole), landmarks where the model's landmark vertices moved to."""
+    v = model.shape(identity, expression)
+    caster = Raycaster(v, model.triangles)
+    top = float(v[:, 2].max()) + 50.0
+
+    def depth(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rays = np.stack(np.broadcast_arrays(x, y, top, 0.0, 0.0, -1.0), -1).reshape(-1, 6)
+        hits = caster.cast(rays)
+        return (top - np.where(hits.mask, hits.depth, 0.0)).reshape(np.shape(x)), hits.mask.reshape(np.shape(x))
+
+    names = [n for n in landmark_positions() if n in model.landmarks]
+    landmarks = {n: (float(v[model.landmarks[n][0], 0]), float(v[model.landmarks[n][0], 1])) for n in names}
+    half = (v.max(0) - v.min(0)) / 2 / np.sqrt(0.92)  # the analytic face's ellipse reaches r^2 = 0.92
+    return FaceSurface(depth, landmarks, v[model.regions["bu3dfe83"], :2], float(half[0]), float(half[1]))

@@ -1,14 +1,17 @@
-"""The embedded example dataset: face-like range surfaces written in the real database layouts.
+"""The embedded example dataset: faces written in the real database layouts, with scanner-like
+noise and holes.
 
-The surface is an analytic relief (head ellipsoid, nose, eye sockets, brows, lips, chin) in mm,
-+x toward the subject's left, +y up, +z toward the viewer. It needs no download and no licence,
-and gives every landmark a known position, so readers and later stages can be checked exactly.
+The writers take any `FaceSurface`: the analytic relief (head ellipsoid, nose, eye sockets,
+brows, lips, chin; `FaceParams`), which tests use for its exactly known landmark positions, or a
+face of the procedural model (`procedural.procedural_surface`), which the example dataset uses.
+Units are mm, +x toward the subject's left, +y up, +z toward the viewer. No download, no licence.
 """
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,9 @@ from facepipe.pipeline.io import bosphorus, bu3dfe, frgc
 from facepipe.pipeline.io.vrml import FaceSet, VrmlDocument, Viewpoint, write_vrml
 from facepipe.pipeline.morphable import FIVE
 from facepipe.pipeline.scan import compact, grid_faces
+
+
+EXAMPLE_IDENTITY_SIGMA = 0.8  # example subjects a little nearer the mean than N(0, 1): every one is found by MediaPipe
 
 
 @dataclass(frozen=True)
@@ -112,30 +118,50 @@ def relief_face(p: FaceParams = FaceParams(), spacing: float = 2.0) -> tuple[np.
     return v, f, five
 
 
-def face_grid(p: FaceParams, rows: int, cols: int, spacing: float, rng: np.random.Generator,
+@dataclass(frozen=True)
+class FaceSurface:
+    """What the layout writers need of a face: its depth over (x, y), where its landmarks lie, its size."""
+
+    depth: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]  # (x, y) -> (z, on the face)
+    landmarks: dict[str, tuple[float, float]]  # (x, y) of the landmark_positions names
+    bu83: np.ndarray  # (83, 2) BU-3DFE landmark positions
+    width: float  # half-widths (mm) of the face ellipse
+    height: float
+
+
+def as_surface(face: FaceParams | FaceSurface) -> FaceSurface:
+    if isinstance(face, FaceSurface):
+        return face
+    return FaceSurface(lambda x, y: face_depth(x, y, face), landmark_positions(face), bu83_positions(face), face.width, face.height)
+
+
+def face_grid(p: FaceParams | FaceSurface, rows: int, cols: int, spacing: float, rng: np.random.Generator,
               noise_mm: float = 0.05, holes: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """(rows, cols, 3) points, row 0 at the top, and the valid mask, with sensor noise and holes."""
+    face = as_surface(p)
     xs = (np.arange(cols) - (cols - 1) / 2) * spacing
     ys = ((rows - 1) / 2 - np.arange(rows)) * spacing
     x, y = np.meshgrid(xs, ys)
-    z, valid = face_depth(x, y, p)
-    z = z + rng.normal(0, noise_mm, z.shape)
+    z, valid = face.depth(x, y)
+    z = np.where(valid, z + rng.normal(0, noise_mm, z.shape), 0.0)
     for _ in range(holes):  # dropouts away from the landmarks' core, as on hair or specular skin
-        cx, cy = rng.uniform(-0.8, 0.8) * p.width, rng.uniform(0.55, 0.9) * p.height * rng.choice([-1, 1])
+        cx, cy = rng.uniform(-0.8, 0.8) * face.width, rng.uniform(0.55, 0.9) * face.height * rng.choice([-1, 1])
         valid &= (x - cx) ** 2 + (y - cy) ** 2 > rng.uniform(3, 8) ** 2
     return np.stack([x, y, z], -1), valid
 
 
-def skin_texture(rows: int, cols: int, p: FaceParams, width_mm: float, height_mm: float) -> np.ndarray:
+def skin_texture(rows: int, cols: int, p: FaceParams | FaceSurface, width_mm: float, height_mm: float) -> np.ndarray:
     """A plain texture with darker brows, eyes and lips, so renders and previews read as a face."""
     x, y = np.meshgrid(np.linspace(-width_mm / 2, width_mm / 2, cols), np.linspace(height_mm / 2, -height_mm / 2, rows))
     dark = np.zeros_like(x)
-    for name, (cx, cy) in landmark_positions(p).items():
+    named = as_surface(p).landmarks
+    for name, (cx, cy) in named.items():
         if name.endswith("eye_centre"):
             dark = np.maximum(dark, 0.8 * _g(x, y, cx, cy, 7, 3.5))
         if name.endswith("brow_middle"):
             dark = np.maximum(dark, 0.6 * _g(x, y, cx, cy, 14, 2.5))
-    lips = 0.5 * _g(x, y, 0, -38, 20, 5)
+    mouth_x, mouth_y = named["mouth_left"][0], (named["mouth_left"][1] + named["mouth_right"][1]) / 2
+    lips = 0.5 * _g(x, y, 0, mouth_y, 0.8 * mouth_x, 5)
     skin = np.array([224.0, 180.0, 150.0])
     img = skin * (1 - dark[..., None]) + np.array([150.0, 60.0, 60.0]) * lips[..., None] - skin * lips[..., None] * 0.3
     return np.clip(img, 0, 255).astype(np.uint8)
@@ -147,8 +173,9 @@ def snap(points2d: np.ndarray, vertices: np.ndarray) -> np.ndarray:
     return d.argmin(axis=1)
 
 
-def bu3dfe_files(p: FaceParams, rng: np.random.Generator, stem: str, spacing: float = 2.0) -> dict[str, bytes]:
+def bu3dfe_files(p: FaceParams | FaceSurface, rng: np.random.Generator, stem: str, spacing: float = 2.0) -> dict[str, bytes]:
     """`_F3D.wrl`, `_F3D.bnd` and `_F3D.bmp` of one scan; some triangle pairs become quads, one a pentagon."""
+    p = as_surface(p)
     rows, cols = int(2.1 * p.height / spacing), int(2.1 * p.width / spacing)
     pts, valid = face_grid(p, rows, cols, spacing, rng)
     pts = np.round(pts, 6)
@@ -181,7 +208,7 @@ def bu3dfe_files(p: FaceParams, rng: np.random.Generator, stem: str, spacing: fl
     doc = VrmlDocument([FaceSet(verts, coord_index, tex_coords, tex_index, texture_url=f"{stem}.bmp")],
                        ["facepipe example scan in the BU-3DFE F3D layout"],
                        [Viewpoint("Front", (0.0, 0.0, 500.0)), Viewpoint("Left", (500.0, 0.0, 0.0), (0.0, 1.0, 0.0, 1.5708))])
-    ids = snap(bu83_positions(p), verts)
+    ids = snap(p.bu83, verts)
     texture = skin_texture(256, int(256 * width_mm / height_mm), p, width_mm, height_mm)
     return {f"{stem}.wrl": write_vrml(doc), f"{stem}.bnd": bu3dfe.write_bnd(ids, verts[ids]), f"{stem}.bmp": _encode(texture, "BMP")}
 
@@ -193,7 +220,8 @@ def _quads(remap: np.ndarray) -> np.ndarray:
     return cells[(cells >= 0).all(1)]
 
 
-def bosphorus_files(p: FaceParams, rng: np.random.Generator, stem: str, spacing: float = 0.9) -> dict[str, bytes]:
+def bosphorus_files(p: FaceParams | FaceSurface, rng: np.random.Generator, stem: str, spacing: float = 0.9) -> dict[str, bytes]:
+    p = as_surface(p)
     rows, cols = int(2.1 * p.height / spacing), int(2.1 * p.width / spacing)
     pts, valid = face_grid(p, rows, cols, spacing, rng)
     pts, valid = pts[::-1], valid[::-1]  # .bnt row 0 is the bottom of the face
@@ -203,7 +231,7 @@ def bosphorus_files(p: FaceParams, rng: np.random.Generator, stem: str, spacing:
     planes = [np.where(valid, pts[..., k], zmin) for k in range(3)]
     grid = bosphorus.BntGrid(zmin, f"{stem}.png", planes[0], planes[1], planes[2], u, v)
     verts = pts[valid]
-    lm = landmark_positions(p)
+    lm = p.landmarks
     labels = list(bosphorus.LABEL_ORDER)
     xy = np.array([lm[bosphorus.LABELS[label.lower()]] for label in labels])
     ids = snap(xy, verts)
@@ -211,8 +239,9 @@ def bosphorus_files(p: FaceParams, rng: np.random.Generator, stem: str, spacing:
     return {f"{stem}.bnt": bosphorus.write_bnt(grid), f"{stem}.lm3": bosphorus.write_lm3(labels, verts[ids]), f"{stem}.png": _encode(texture, "PNG")}
 
 
-def frgc_files(p: FaceParams, rng: np.random.Generator, stem: str, rows: int = 120, cols: int = 160) -> dict[str, bytes]:
+def frgc_files(p: FaceParams | FaceSurface, rng: np.random.Generator, stem: str, rows: int = 120, cols: int = 160) -> dict[str, bytes]:
     """An `.abs` grid in the scanner frame (face ~1 m away, z negative) and its next-number `.ppm`."""
+    p = as_surface(p)
     spacing = 2.1 * p.height / rows
     pts, valid = face_grid(p, rows, cols, spacing, rng)
     pts = pts + np.array([0.0, 0.0, -1000.0])
@@ -241,14 +270,20 @@ def write_files(out: Path, files: dict[str, bytes]) -> list[Path]:
 
 
 def write_example_dataset(out: str | Path, subjects: int = 4, seed: int = 0) -> list[Path]:
-    """A small multi-database example: per subject a neutral and a happy BU-3DFE scan, two Bosphorus
-    scans and one FRGC scan, each in its own database folder as the real trees are laid out."""
+    """A small multi-database example of procedural-model faces: per subject a neutral and a happy
+    BU-3DFE scan, two Bosphorus scans and one FRGC scan, each in its database's folder layout."""
+    from facepipe.pipeline.procedural import EXPRESSIONS, procedural_model, procedural_surface
+
+    model = procedural_model()
+    happy_w = np.zeros(len(EXPRESSIONS))
+    happy_w[[EXPRESSIONS.index(n) for n in ("mouthSmile_L", "mouthSmile_R")]] = 1.0
+    happy_w[EXPRESSIONS.index("jawOpen")] = 0.5
     out = Path(out)
     written: list[Path] = []
     for s in range(subjects):
         rng = np.random.default_rng([seed, s])
-        neutral = FaceParams.random(rng)
-        happy = replace(neutral, smile=1.0, mouth_open=0.5)
+        identity = rng.normal(0.0, EXAMPLE_IDENTITY_SIGMA, len(model.identity))
+        neutral, happy = procedural_surface(model, identity, None), procedural_surface(model, identity, happy_w)
         sid = f"F{s + 1:04d}" if s % 2 == 0 else f"M{s + 1:04d}"
         written += write_files(out / "BU-3DFE" / sid, bu3dfe_files(neutral, rng, f"{sid}_NE00WH_F3D"))
         written += write_files(out / "BU-3DFE" / sid, bu3dfe_files(happy, rng, f"{sid}_HA04WH_F3D"))

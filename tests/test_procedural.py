@@ -13,7 +13,7 @@ from scipy.spatial import cKDTree
 
 from facepipe.pipeline.morphable import FIVE, MorphableModel, load_model
 from facepipe.pipeline.preprocess import Preprocessed, preprocess
-from facepipe.pipeline.procedural import EXPRESSIONS, MOUTH_Y, procedural_model
+from facepipe.pipeline.procedural import EXPRESSIONS, MOUTH_Y, procedural_model, procedural_surface
 from facepipe.pipeline.render import Raycaster
 from facepipe.pipeline.scan import Scan
 from facepipe.pipeline.template import load_template, template_from_model
@@ -95,3 +95,32 @@ def test_synth_uses_the_procedural_model_by_default(tmp_path: Path) -> None:
     assert "synth-procedural -> s.zarr" in run.stdout and (tmp_path / "p.png").stat().st_size > 1000
     bad = subprocess.run([exe, "synth", "--model-path", "x.npz"], cwd=tmp_path, capture_output=True, text=True)
     assert bad.returncode == 2 and "built in: it takes no --model-path" in bad.stderr
+
+
+def happy_weights() -> np.ndarray:
+    w = np.zeros(len(EXPRESSIONS))
+    w[[EXPRESSIONS.index("mouthSmile_L"), EXPRESSIONS.index("mouthSmile_R")]] = 1.0
+    w[EXPRESSIONS.index("jawOpen")] = 0.5
+    return w
+
+
+def test_the_example_dataset_is_made_of_procedural_faces(tmp_path: Path, model: MorphableModel) -> None:
+    from facepipe.pipeline.io.registry import read_scan
+    from facepipe.pipeline.sample_data import EXAMPLE_IDENTITY_SIGMA, write_example_dataset
+
+    write_example_dataset(tmp_path, subjects=1, seed=5)
+    identity = np.random.default_rng([5, 0]).normal(0.0, EXAMPLE_IDENTITY_SIGMA, len(model.identity))
+    face = model.shape(identity)
+    neutral = read_scan(tmp_path / "BU-3DFE" / "F0001" / "F0001_NE00WH_F3D.wrl")
+    bnd = neutral.landmarks.points
+    assert np.abs(bnd[:, :2] - face[model.regions["bu3dfe83"], :2]).max() < 2.0  # snapped to the 2 mm scan grid
+    dist, _ = cKDTree(face).query(neutral.vertices)
+    other, _ = cKDTree(model.mean).query(neutral.vertices)
+    assert np.median(dist) < 1.77 < np.median(other)  # on this subject's face: within half a 2.5 mm grid cell of its vertices
+    happy = read_scan(tmp_path / "BU-3DFE" / "F0001" / "F0001_HA04WH_F3D.wrl")
+    ys = np.linspace(-55.0, -25.0, 301)
+    _, on_face = procedural_surface(model, identity, happy_weights()).depth(np.zeros_like(ys), ys)
+    hole = ys[~on_face]
+    assert 4.0 < hole.max() - hole.min() < 12.0  # the jaw opened the lips by about 7 mm
+    centre = np.array([0.0, (hole.max() + hole.min()) / 2])
+    assert np.linalg.norm(happy.vertices[:, :2] - centre, axis=1).min() > 2.0  # and the scan has the hole
