@@ -91,8 +91,12 @@ def load_ict_npz(path: str | PathLike[str]) -> MorphableModel:
 def _loaders() -> dict[str, Callable[[str | PathLike[str]], MorphableModel]]:
     from facepipe.pipeline.io.bfm import load_bfm2009
     from facepipe.pipeline.io.flame import load_flame
+    from facepipe.pipeline.io.ict import load_ict_folder
 
-    return {"ict": load_ict_npz, "bfm2009": load_bfm2009, "flame": load_flame}
+    def load_ict(path: str | PathLike[str]) -> MorphableModel:
+        return load_ict_npz(path) if Path(path).suffix == ".npz" else load_ict_folder(path)
+
+    return {"ict": load_ict, "bfm2009": load_bfm2009, "flame": load_flame}
 
 
 MODEL_FILES = ("ict", "bfm2009", "flame")

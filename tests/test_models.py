@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import sys
@@ -161,3 +162,36 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path: Path, grid_face: dict
     (tmp_path / "flame2" / "flame_static_embedding.pkl").unlink()
     with pytest.raises(ScanFormatError, match="landmark embedding is needed"):
         load_flame(tmp_path / "flame2")
+
+
+def write_obj(path: Path, v: np.ndarray, quads: np.ndarray | None = None) -> None:
+    lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in v] + ["vt 0.5 0.5"]
+    if quads is not None:
+        lines += ["f " + " ".join(f"{i + 1}/1" for i in q) for q in quads]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_ict_facexmodel_folder_of_obj_morph_targets(tmp_path: Path, face_model_npz: Path) -> None:
+    d = np.load(face_model_npz)
+    neutral = d["neutral"].astype(np.float64)  # cm, as ICT-FaceKit
+    cols = 26
+    idx = np.arange(len(neutral)).reshape(-1, cols)
+    quads = np.stack([idx[:-1, :-1], idx[1:, :-1], idx[1:, 1:], idx[:-1, 1:]], -1).reshape(-1, 4)
+    folder = tmp_path / "FaceXModel"
+    folder.mkdir()
+    write_obj(folder / "generic_neutral_mesh.obj", neutral, quads)
+    for k, mode in enumerate(d["identity"]):
+        write_obj(folder / f"identity{k:03d}.obj", neutral + mode)
+    names = [str(n) for n in d["expression_names"]]
+    for name, mode in zip(names, d["expression"], strict=True):
+        write_obj(folder / f"{name}.obj", neutral + mode)
+    (folder / "vertex_indices.json").write_text(json.dumps({"expressions": names, "fitting_expressions": names,
+                                                            "idx_to_landmark_verts": d["landmarks_ibug68"].tolist()}))
+    m = load_model("ict", folder)
+    npz = load_ict_npz(face_model_npz)
+    assert np.allclose(m.mean, npz.mean, atol=1e-5) and np.allclose(m.identity, npz.identity, atol=1e-4)
+    assert np.allclose(m.expression, npz.expression, atol=1e-4) and m.expression_names == npz.expression_names
+    assert len(m.triangles) == 2 * len(quads) and np.allclose(m.landmark_points(m.mean), npz.landmark_points(npz.mean), atol=1e-5)
+    (folder / "mouthSmile_L.obj").unlink()
+    with pytest.raises(ScanFormatError, match="expression meshes missing: mouthSmile_L"):
+        load_model("ict", folder)
