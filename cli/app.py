@@ -268,6 +268,8 @@ def synth(
     holes: Annotated[int, typer.Option(min=0, help="holes cut into each face")] = 0,
     missing_side: Annotated[float, typer.Option(min=0, max=1, help="probability of cutting away one side")] = 0.0,
     identity_components: Annotated[int | None, typer.Option(min=1, help="use only the first K identity modes")] = None,
+    template_vertices: Annotated[int | None, typer.Option(min=1, help="refine the template (and ground truth) by Loop "
+                                                                     "subdivision to at least N vertices")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     workers: Annotated[int, typer.Option(min=1)] = 2,
     scheduler: Annotated[str | None, typer.Option(help="address of an existing Dask scheduler")] = None,
@@ -285,20 +287,40 @@ def synth(
     m = load_model(model, model_path)
     try:
         config = SynthConfig(model=model, model_id=m.id, identities=identities, expressions=expressions, n_points=points,
-                             noise_mm=noise_mm, holes=holes, missing_side=missing_side, identity_components=identity_components)
+                             noise_mm=noise_mm, holes=holes, missing_side=missing_side, identity_components=identity_components,
+                             template_vertices=template_vertices)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    selection, _ = template_selection(m)
+    selection, _ = template_selection(m, target_vertices=template_vertices)
     url = out or f"out/synth-{model}/synth.zarr"
     progress = _Progress(url, f"synth-{model}")
     try:
-        result = run_synth(m, template_from_model(m), selection, url, config, seed=seed, workers=workers, scheduler=scheduler,
+        result = run_synth(m, template_from_model(m, target_vertices=template_vertices), selection, url, config, seed=seed, workers=workers, scheduler=scheduler,
                            processes=not threads, overwrite=overwrite, on_start=progress.start, on_sample=progress.sample)
     finally:
         progress.stop()
     _finish(result, report)
     if preview is not None:
         typer.echo(f"  preview    {write_preview(url, preview)}")
+
+
+@app.command()
+def template(
+    out: Annotated[Path, typer.Argument(help="where to save the template (.npz)")],
+    model: Annotated[str, typer.Option(help="procedural (built in), or ict | bfm2009 | flame with --model-path")] = "procedural",
+    model_path: Annotated[Path | None, typer.Option("--model-path", help="the model file or folder")] = None,
+    target_vertices: Annotated[int | None, typer.Option(min=1, help="Loop-subdivide to at least N vertices")] = None,
+) -> None:
+    """Derive a template from a model and save it: face region, [-1, 1] frame, five landmarks, regions, id."""
+    from facepipe.pipeline.morphable import load_model
+    from facepipe.pipeline.template import template_from_model
+
+    t = template_from_model(load_model(model, model_path), target_vertices=target_vertices)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t.save(out)
+    regions = ", ".join(f"{k} {len(v)}" for k, v in t.regions.items()) or "-"
+    typer.echo(f"{out}\n  template   {t.name} ({t.id})\n  vertices   {len(t.vertices)}\n  triangles  {len(t.triangles)}\n"
+               f"  edges      {len(t.edges())}\n  unit       {t.unit_mm:.2f} mm\n  regions    {regions}")
 
 
 def _read_config(path: Path) -> dict[str, object]:

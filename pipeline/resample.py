@@ -12,6 +12,7 @@ from typing import Literal
 
 import numpy as np
 import trimesh
+from scipy import sparse
 
 from facepipe.pipeline.scan import compact, triangle_normals
 
@@ -64,3 +65,48 @@ def sample_points(vertices: np.ndarray, faces: np.ndarray, n: int, rng: np.rando
         nrm[bad], norm[bad] = fn[tri[bad]], np.linalg.norm(fn[tri[bad]], axis=1, keepdims=True)
     return pts, nrm / np.maximum(norm, 1e-300)
 
+
+
+def loop_operator(faces: np.ndarray, n_vertices: int) -> tuple[sparse.csr_matrix, np.ndarray]:
+    """One level of Loop subdivision as a linear map: (S, new faces) with new vertices = S @ old.
+
+    The same weights as `trimesh.remesh.subdivide_loop` (interior 3/8-1/8 edge rule and Loop's beta,
+    boundary 1/2 edges and 3/4-1/8 corners), but as a matrix, so that a template refined this way
+    stays a linear function of the model's vertices and synthetic ground truth can follow it.
+    """
+    f = np.asarray(faces, np.int64)
+    half = np.stack([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]], 1).reshape(-1, 2)  # (3F, 2) directed edges
+    opposite = f[:, [2, 0, 1]].reshape(-1)
+    key = np.sort(half, axis=1)
+    edges, edge_of, count = np.unique(key, axis=0, return_inverse=True, return_counts=True)
+    edge_of = edge_of.reshape(-1)
+    n_e = len(edges)
+    boundary = count != 2
+    rows, cols, vals = [], [], []
+
+    def add(r: np.ndarray, c: np.ndarray, w: np.ndarray | float) -> None:
+        rows.append(np.asarray(r)), cols.append(np.asarray(c)), vals.append(np.broadcast_to(w, np.shape(r)).astype(np.float64))
+
+    # odd vertices (one per edge), numbered after the old ones
+    odd = n_vertices + np.arange(n_e)
+    add(odd, edges[:, 0], np.where(boundary, 0.5, 3 / 8))
+    add(odd, edges[:, 1], np.where(boundary, 0.5, 3 / 8))
+    interior_half = ~boundary[edge_of]
+    add(odd[edge_of[interior_half]], opposite[interior_half], 1 / 8)
+    # even vertices: Loop's beta over the neighbours inside, 3/4 + 1/8 + 1/8 along a boundary
+    is_boundary_vertex = np.zeros(n_vertices, bool)
+    is_boundary_vertex[edges[boundary].ravel()] = True
+    nb = np.concatenate([edges, edges[:, ::-1]])
+    valence = np.bincount(nb[:, 0], minlength=n_vertices)
+    safe = np.maximum(valence, 1)
+    beta = (5 / 8 - (3 / 8 + np.cos(2 * np.pi / safe) / 4) ** 2) / safe
+    inner = ~is_boundary_vertex[nb[:, 0]]
+    add(nb[inner, 0], nb[inner, 1], beta[nb[inner, 0]])
+    add(np.arange(n_vertices), np.arange(n_vertices), np.where(is_boundary_vertex, 3 / 4, 1 - valence * beta))
+    bnb = np.concatenate([edges[boundary], edges[boundary][:, ::-1]])
+    add(bnb[:, 0], bnb[:, 1], 1 / 8)
+    s = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_vertices + n_e, n_vertices))
+    m = odd[edge_of.reshape(-1, 3)]  # (F, 3): midpoints of edges 01, 12, 20
+    new = np.concatenate([np.stack([f[:, 0], m[:, 0], m[:, 2]], 1), np.stack([f[:, 1], m[:, 1], m[:, 0]], 1),
+                          np.stack([f[:, 2], m[:, 2], m[:, 1]], 1), m])
+    return s, new

@@ -27,7 +27,7 @@ from facepipe.pipeline.store import (
     OK, Column, SampleWriter, facepipe_version, finalize, is_in_memory, open_group, plan_key, prepare_store, read_status,
     samples_digest, scan_columns,
 )
-from facepipe.pipeline.template import Template
+from facepipe.pipeline.template import Template, TemplateMap
 from facepipe.schemas.store import RunReport, SampleOutcome, StorePlan
 from facepipe.schemas.synth import SynthConfig
 
@@ -82,7 +82,7 @@ class SynthFace:
     vertices: np.ndarray  # (V, 3) float32, the ground truth in template topology
 
 
-def synth_face(model: MorphableModel, template: Template, selection: np.ndarray, identity: np.ndarray, expression: np.ndarray,
+def synth_face(model: MorphableModel, template: Template, selection: TemplateMap, identity: np.ndarray, expression: np.ndarray,
                config: SynthConfig, rng: np.random.Generator) -> SynthFace:
     v_mm = model.shape(identity, expression)
     five = model.landmark_points(v_mm, FIVE)
@@ -98,7 +98,7 @@ def synth_face(model: MorphableModel, template: Template, selection: np.ndarray,
     if config.noise_mm:
         pts = pts + nrm * rng.normal(0.0, config.noise_mm * scale_of(t), (len(pts), 1))
     return SynthFace(pts.astype(np.float32), nrm.astype(np.float32), apply(t, five).astype(np.float32), t,
-                     apply(t, v_mm[selection]).astype(np.float32))
+                     apply(t, selection(v_mm)).astype(np.float32))
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ class SynthJob:
     config: SynthConfig
     model: MorphableModel
     template: Template
-    selection: np.ndarray
+    selection: TemplateMap
 
 
 def synth_sample(job: SynthJob, index: int, sample_id: str) -> SampleOutcome:
@@ -141,7 +141,7 @@ def synth_columns(model: MorphableModel, n_template_vertices: int) -> list[Colum
     ]
 
 
-def run_synth(model: MorphableModel, template: Template, selection: np.ndarray, out: str, config: SynthConfig, *,
+def run_synth(model: MorphableModel, template: Template, selection: TemplateMap, out: str, config: SynthConfig, *,
               seed: int = 0, workers: int = 2, scheduler: str | None = None, processes: bool = True, overwrite: bool = False,
               on_start: OnStart | None = None, on_sample: OnSample | None = None) -> RunReport:
     """N identities x (neutral + K expressions) into `synth.zarr`; a rerun resumes, like ingest."""
@@ -151,7 +151,7 @@ def run_synth(model: MorphableModel, template: Template, selection: np.ndarray, 
     plan = StorePlan(kind="synth", facepipe_version=facepipe_version(), dataset=dataset, format=config.model, seed=seed,
                      config=config, template_id=template.id, template_name=template.name, landmark_names=FIVE,
                      n_samples=len(ids), samples_sha256=samples_digest(ids))
-    columns = scan_columns(config.n_points, FIVE, synth_columns(model, len(selection)))
+    columns = scan_columns(config.n_points, FIVE, synth_columns(model, selection.size))
     constants = {"template_triangles": (template.triangles.astype(np.int32), ("triangle", "corner")),
                  "template_vertices": (template.vertices.astype(np.float32), ("vertex", "xyz"))}
     todo, done_before = prepare_store(out, plan, ids, columns, overwrite, constants)

@@ -14,10 +14,11 @@ from os import PathLike
 from pathlib import Path
 
 import numpy as np
+from scipy import sparse
 
 from facepipe.pipeline.errors import ScanFormatError
 from facepipe.pipeline.morphable import FIVE, MorphableModel
-from facepipe.pipeline.resample import vertex_normals
+from facepipe.pipeline.resample import loop_operator, vertex_normals
 from facepipe.pipeline.scan import compact
 
 
@@ -82,9 +83,27 @@ def template_from_mesh(name: str, vertices_mm: np.ndarray, triangles: np.ndarray
                     (np.asarray(landmarks_mm, np.float64) - center) / unit, unit, center, regions or {})
 
 
-def template_selection(model: MorphableModel, face_only: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(model vertex id of each template vertex, template triangles): how a face of the model becomes
-    a face in template topology."""
+@dataclass(frozen=True, eq=False)
+class TemplateMap:
+    """How a face of a model becomes a face in template topology: pick the template's model vertices,
+    then apply the subdivision operator when the template was refined. Linear, so exact for any face."""
+
+    ids: np.ndarray  # (V0,) model vertex of each base template vertex
+    operator: sparse.csr_matrix | None = None  # (V, V0) refined vertices from base vertices
+
+    @property
+    def size(self) -> int:
+        return len(self.ids) if self.operator is None else self.operator.shape[0]
+
+    def __call__(self, model_vertices: np.ndarray) -> np.ndarray:
+        base = np.asarray(model_vertices)[self.ids]
+        return base if self.operator is None else self.operator @ base
+
+
+def template_selection(model: MorphableModel, face_only: bool = True,
+                       target_vertices: int | None = None) -> tuple[TemplateMap, np.ndarray]:
+    """(map, template triangles): the face region of the model, Loop-subdivided until it has at least
+    `target_vertices` vertices (the original vertices keep their numbers; new ones follow)."""
     f = model.triangles
     if face_only and model.face_vertices is not None:
         f = f[(f < model.face_vertices).all(1)]
@@ -93,13 +112,25 @@ def template_selection(model: MorphableModel, face_only: bool = True) -> tuple[n
         inside[model.regions["face"]] = True
         f = f[inside[f].all(1)]
     _, f, kept = compact(model.mean, f)
-    return kept, f
+    operator = None
+    while target_vertices is not None and (len(kept) if operator is None else operator.shape[0]) < target_vertices:
+        n = len(kept) if operator is None else operator.shape[0]
+        step, f = loop_operator(f, n)
+        operator = step if operator is None else (step @ operator).tocsr()
+    return TemplateMap(kept, operator), f
 
 
-def template_from_model(model: MorphableModel, face_only: bool = True) -> Template:
-    """The model's mean face, cut to its face region when it declares one."""
-    ids, f = template_selection(model, face_only)
+def template_from_model(model: MorphableModel, face_only: bool = True, target_vertices: int | None = None) -> Template:
+    """The model's mean face, cut to its face region when it declares one, optionally refined."""
+    selection, f = template_selection(model, face_only, target_vertices)
     index = np.full(len(model.mean), -1)
-    index[ids] = np.arange(len(ids))
+    index[selection.ids] = np.arange(len(selection.ids))
     regions = {name: index[v] if name == "bu3dfe83" else index[v][index[v] >= 0] for name, v in model.regions.items()}
-    return template_from_mesh(model.name, model.mean[ids], f, model.landmark_points(model.mean, FIVE), regions)
+    if selection.operator is not None:  # a refined vertex belongs to a region when most of its weight comes from it
+        for name, ids in regions.items():
+            if name != "bu3dfe83":
+                mask = np.zeros(len(selection.ids))
+                mask[ids] = 1.0
+                regions[name] = np.flatnonzero(selection.operator @ mask >= 0.5)
+    name = model.name if selection.operator is None else f"{model.name}-{selection.size}v"
+    return template_from_mesh(name, selection(model.mean), f, model.landmark_points(model.mean, FIVE), regions)

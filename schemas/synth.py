@@ -28,3 +28,4 @@ class SynthConfig(BaseModel):
     hole_radius_mm: float = Field(6.0, gt=0)
     missing_side: float = Field(0.0, ge=0, le=1, description="probability that one side of the face is cut away (self-occlusion)")
     crop_box: float = Field(1.0, gt=0, description="keep points with |x|, |y|, |z| <= crop_box in the template frame")
+    template_vertices: int | None = Field(None, ge=1, description="Loop-subdivide the template (and the ground truth) to at least this many vertices")

@@ -90,7 +90,7 @@ def test_synth_from_bfm_draws_gaussian_expressions_and_reproduces_the_model(tmp_
     ex = g["expression_weights"][:]
     assert not ex[0].any() and (ex[1] != 0).all()  # every PCA mode, signed
     shape = m.shape(g["identity_weights"][1].astype(np.float64), ex[1].astype(np.float64))
-    assert np.allclose(g["vertices"][1], (g["to_template"][1][:3, :3] @ shape[selection].T).T + g["to_template"][1][:3, 3], atol=1e-5)
+    assert np.allclose(g["vertices"][1], (g["to_template"][1][:3, :3] @ selection(shape).T).T + g["to_template"][1][:3, 3], atol=1e-5)
 
 
 class _FakeChumpy:

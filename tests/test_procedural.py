@@ -124,3 +124,49 @@ def test_the_example_dataset_is_made_of_procedural_faces(tmp_path: Path, model: 
     assert 4.0 < hole.max() - hole.min() < 12.0  # the jaw opened the lips by about 7 mm
     centre = np.array([0.0, (hole.max() + hole.min()) / 2])
     assert np.linalg.norm(happy.vertices[:, :2] - centre, axis=1).min() > 2.0  # and the scan has the hole
+
+
+def test_loop_operator_matches_the_loop_rules(model: MorphableModel) -> None:
+    import trimesh
+
+    from facepipe.pipeline.resample import loop_operator
+
+    sphere = trimesh.creation.icosphere(2)  # closed: identical to trimesh's Loop subdivision
+    s, f = loop_operator(sphere.faces, len(sphere.vertices))
+    ref_v, ref_f = trimesh.remesh.subdivide_loop(sphere.vertices, sphere.faces, iterations=1)
+    dist, match = cKDTree(ref_v).query(s @ sphere.vertices)
+    assert dist.max() < 1e-12 and {tuple(sorted(t)) for t in match[f].tolist()} == {tuple(sorted(t)) for t in ref_f.tolist()}
+    v, tri = model.mean, model.triangles  # open, with a slit: the boundary rules
+    s, f = loop_operator(tri, len(v))
+    assert np.allclose(np.asarray(s.sum(1)).ravel(), 1.0) and len(f) == 4 * len(tri)
+    edges, counts = np.unique(np.sort(tri[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1), axis=0, return_counts=True)
+    refined = s @ v
+    b = edges[counts == 1][0]
+    mid = np.flatnonzero((s[:, b[0]].toarray().ravel() == 0.5) & (s[:, b[1]].toarray().ravel() == 0.5))
+    assert len(mid) == 1 and np.allclose(refined[mid[0]], v[b].mean(0))
+    nbrs = np.concatenate([edges[counts == 1][edges[counts == 1][:, 0] == b[0], 1], edges[counts == 1][edges[counts == 1][:, 1] == b[0], 0]])
+    assert np.allclose(refined[b[0]], 0.75 * v[b[0]] + 0.125 * v[nbrs].sum(0))
+
+
+def test_a_refined_template_keeps_ground_truth_exact(model: MorphableModel, tmp_path: Path) -> None:
+    from facepipe.pipeline.template import template_selection
+
+    t = template_from_model(model, target_vertices=10_000)
+    selection, f = template_selection(model, target_vertices=10_000)
+    assert len(t.vertices) == selection.size >= 10_000 and np.array_equal(t.triangles, f)
+    assert len(t.regions["mouth"]) > 3 * len(template_from_model(model).regions["mouth"])
+    from facepipe.pipeline.align import apply
+    from facepipe.pipeline.store import open_group
+    from facepipe.pipeline.synth import run_synth
+    from facepipe.schemas.synth import SynthConfig
+
+    cfg = SynthConfig(model="procedural", model_id=model.id, identities=1, expressions=1, n_points=500, template_vertices=10_000)
+    run_synth(model, t, selection, str(tmp_path / "s.zarr"), cfg, processes=False)
+    g = open_group(str(tmp_path / "s.zarr"))
+    shape = model.shape(g["identity_weights"][1].astype(np.float64), g["expression_weights"][1].astype(np.float64))
+    assert g["vertices"].shape == (2, selection.size, 3)
+    assert np.allclose(g["vertices"][1], apply(g["to_template"][1], selection(shape)), atol=1e-5)
+    exe = str(Path(sys.executable).with_name("facepipe"))
+    run = subprocess.run([exe, "template", "t.npz", "--target-vertices", "10000"], cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 0 and f"vertices   {selection.size}" in run.stdout and t.id in run.stdout
+    assert load_template(tmp_path / "t.npz").id == t.id
