@@ -63,6 +63,14 @@ IBUG68_FIVE = {"right_eye_centre": list(range(36, 42)), "left_eye_centre": list(
                "nose_tip": [30], "mouth_right": [48], "mouth_left": [54]}
 
 
+def mouth_region(mean: np.ndarray, lips: np.ndarray) -> np.ndarray:
+    """Vertex ids of the mouth (for the Laplacian loss): within a third of the mouth width of the lip
+    landmarks (iBUG 48-67), so the lips and what the jaw opens between them."""
+    width = np.linalg.norm(lips[6] - lips[0])  # iBUG 54 - 48: the mouth corners
+    d = np.linalg.norm(mean[:, None, :] - lips[None, :, :], axis=2).min(1)
+    return np.flatnonzero(d < width / 3)
+
+
 def load_ict_npz(path: str | PathLike[str]) -> MorphableModel:
     """The compact ICT-FaceKit face-area npz (centimetres) as a model in mm."""
     p = Path(path)
@@ -85,7 +93,8 @@ def load_ict_npz(path: str | PathLike[str]) -> MorphableModel:
     return MorphableModel("ict", mean, tri, (d["identity"] * scale).astype(np.float32),
                           (d["expression"] * scale).astype(np.float32),
                           tuple(str(n) for n in d["expression_names"]) if "expression_names" in d.files else (),
-                          landmarks, n_face, str(d["license"]) if "license" in d.files else "")
+                          landmarks, n_face, str(d["license"]) if "license" in d.files else "",
+                          regions={"mouth": mouth_region(mean, mean[ibug[48:68]])})
 
 
 def _loaders() -> dict[str, Callable[[str | PathLike[str]], MorphableModel]]:

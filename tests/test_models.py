@@ -195,3 +195,12 @@ def test_ict_facexmodel_folder_of_obj_morph_targets(tmp_path: Path, face_model_n
     (folder / "mouthSmile_L.obj").unlink()
     with pytest.raises(ScanFormatError, match="expression meshes missing: mouthSmile_L"):
         load_model("ict", folder)
+
+
+def test_ibug_models_name_a_mouth_region_that_templates_keep(face_model_npz: Path) -> None:
+    m = load_ict_npz(face_model_npz)
+    mouth = m.mean[m.regions["mouth"]]
+    corners = m.landmark_points(m.mean, FIVE)[3:]
+    assert len(mouth) > 5 and np.abs(mouth[:, 1] - corners[:, 1].mean()).max() < np.linalg.norm(corners[1] - corners[0])
+    assert not np.isin(m.landmarks["right_eye_centre"], m.regions["mouth"]).any()
+    assert len(template_from_model(m).regions["mouth"]) == len(m.regions["mouth"])

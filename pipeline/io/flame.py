@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from facepipe.pipeline.errors import ScanFormatError
-from facepipe.pipeline.morphable import IBUG68_FIVE, MorphableModel
+from facepipe.pipeline.morphable import IBUG68_FIVE, MorphableModel, mouth_region
 
 M_TO_MM = 1000.0
 N_SHAPE = 300
@@ -98,7 +98,8 @@ def load_flame(path: str | PathLike[str]) -> MorphableModel:
     for name, ibug_ids in (IBUG68_FIVE | {f"ibug{k:02d}": [k] for k in range(17, 68)}).items():
         landmarks[name] = tri[faces_idx[[k - 17 for k in ibug_ids]]].ravel()
         weights[name] = bary[[k - 17 for k in ibug_ids]].ravel()
-    regions = {}
+    lips = np.stack([np.average(mean[landmarks[f"ibug{k:02d}"]], axis=0, weights=weights[f"ibug{k:02d}"]) for k in range(48, 68)])
+    regions = {"mouth": mouth_region(mean, lips)}
     if (mask_path := p.with_name(MASKS_FILE)).exists():
         masks = read_pickle(mask_path)
         if isinstance(masks, dict) and "face" in masks:

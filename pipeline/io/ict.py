@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from facepipe.pipeline.errors import ScanFormatError
-from facepipe.pipeline.morphable import IBUG68_FIVE, MorphableModel
+from facepipe.pipeline.morphable import IBUG68_FIVE, MorphableModel, mouth_region
 
 CM_TO_MM = 10.0
 FACE_AREA = 9409
@@ -78,5 +78,7 @@ def load_ict_folder(path: str | PathLike[str]) -> MorphableModel:
     if missing:
         raise ScanFormatError(folder, f"expression meshes missing: {', '.join(missing[:5])}")
     landmarks = {name: ibug[ids] for name, ids in IBUG68_FIVE.items()} | {f"ibug{k:02d}": ibug[k:k + 1] for k in range(68)}
-    return MorphableModel("ict", neutral[:n] * CM_TO_MM, faces, modes(identity_paths), modes([folder / f"{m}.obj" for m in names]),
-                          tuple(names), landmarks, min(NARROW_FACE, n), "ICT-FaceKit: MIT licence (see its LICENSE)")
+    mean = neutral[:n] * CM_TO_MM
+    return MorphableModel("ict", mean, faces, modes(identity_paths), modes([folder / f"{m}.obj" for m in names]),
+                          tuple(names), landmarks, min(NARROW_FACE, n), "ICT-FaceKit: MIT licence (see its LICENSE)",
+                          regions={"mouth": mouth_region(mean, mean[ibug[48:68]])})
