@@ -71,6 +71,28 @@ def mouth_region(mean: np.ndarray, lips: np.ndarray) -> np.ndarray:
     return np.flatnonzero(d < width / 3)
 
 
+# BU-3DFE landmark (0-based) -> the iBUG-68 points (0-based) it matches, averaged: eye corners and lids,
+# alae, mouth corners and lip middles, chin tip. Brows, nose ridge and contour are defined differently.
+BU3DFE_FROM_IBUG = {0: [39], 1: [38], 2: [37, 38], 3: [37], 4: [36], 5: [41], 6: [40, 41], 7: [40],
+                    8: [42], 9: [43], 10: [43, 44], 11: [44], 12: [45], 13: [46], 14: [46, 47], 15: [47],
+                    39: [31], 44: [35], 48: [48], 51: [51], 54: [54], 57: [57], 75: [8]}
+
+
+def bu3dfe_from_ibug(mean: np.ndarray, ibug_points: np.ndarray) -> np.ndarray:
+    """(83,) vertex ids for the BU-3DFE landmarks an iBUG-68 markup determines, -1 for the others."""
+    out = np.full(83, -1, np.int64)
+    for bu, ids in BU3DFE_FROM_IBUG.items():
+        target = ibug_points[ids].mean(0)
+        if np.isfinite(target).all():  # FLAME, for one, has no jaw-line (chin) landmark
+            out[bu] = int(np.argmin(np.linalg.norm(mean - target, axis=1)))
+    return out
+
+
+def ibug_regions(mean: np.ndarray, ibug_points: np.ndarray) -> dict[str, np.ndarray]:
+    """The template regions of a model with an iBUG-68 markup (68 points, one per landmark)."""
+    return {"mouth": mouth_region(mean, ibug_points[48:68]), "bu3dfe83": bu3dfe_from_ibug(mean, ibug_points)}
+
+
 def load_ict_npz(path: str | PathLike[str]) -> MorphableModel:
     """The compact ICT-FaceKit face-area npz (centimetres) as a model in mm."""
     p = Path(path)
@@ -94,7 +116,7 @@ def load_ict_npz(path: str | PathLike[str]) -> MorphableModel:
                           (d["expression"] * scale).astype(np.float32),
                           tuple(str(n) for n in d["expression_names"]) if "expression_names" in d.files else (),
                           landmarks, n_face, str(d["license"]) if "license" in d.files else "",
-                          regions={"mouth": mouth_region(mean, mean[ibug[48:68]])})
+                          regions=ibug_regions(mean, mean[ibug]))
 
 
 def _loaders() -> dict[str, Callable[[str | PathLike[str]], MorphableModel]]:

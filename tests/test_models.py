@@ -204,3 +204,15 @@ def test_ibug_models_name_a_mouth_region_that_templates_keep(face_model_npz: Pat
     assert len(mouth) > 5 and np.abs(mouth[:, 1] - corners[:, 1].mean()).max() < np.linalg.norm(corners[1] - corners[0])
     assert not np.isin(m.landmarks["right_eye_centre"], m.regions["mouth"]).any()
     assert len(template_from_model(m).regions["mouth"]) == len(m.regions["mouth"])
+
+
+def test_ibug_models_map_the_bu3dfe_landmarks_they_determine(face_model_npz: Path, tmp_path: Path,
+                                                              grid_face: dict[str, np.ndarray]) -> None:
+    m = load_ict_npz(face_model_npz)
+    ibug = grid_face["ibug"]
+    bu = m.regions["bu3dfe83"]
+    assert (bu >= 0).sum() == 23 and bu[48] == ibug[48] and bu[54] == ibug[54] and bu[0] == ibug[39] and bu[75] == ibug[8]
+    assert (template_from_model(m).regions["bu3dfe83"] >= 0).sum() == 23
+    write_flame(tmp_path / "flame", grid_face)
+    flame = load_flame(tmp_path / "flame")
+    assert flame.regions["bu3dfe83"][75] == -1 and flame.regions["bu3dfe83"][48] == ibug[48]  # no chin in FLAME's embedding

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from facepipe.pipeline.errors import ScanFormatError
-from facepipe.pipeline.morphable import IBUG68_FIVE, MorphableModel, mouth_region
+from facepipe.pipeline.morphable import IBUG68_FIVE, MorphableModel, ibug_regions
 
 UM_TO_MM = 1e-3
 EXPRESSION_FILE = "Model_Expression.mat"
@@ -97,7 +97,7 @@ def load_bfm2009(path: str | PathLike[str]) -> MorphableModel:
     landmarks = {name: ibug[ids] for name, ids in IBUG68_FIVE.items()} | {f"ibug{k:02d}": ibug[k:k + 1] for k in range(68)}
     return MorphableModel("bfm2009", mean, tri, identity.astype(np.float32), expression.astype(np.float32), names, landmarks,
                           license="Basel Face Model 2009: University of Basel licence, non-commercial research only",
-                          regions={"mouth": mouth_region(mean, mean[ibug[48:68]])}, expression_kind="pca")
+                          regions=ibug_regions(mean, mean[ibug]), expression_kind="pca")
 
 
 def _crop_triangles(tri: np.ndarray, keep: np.ndarray, n: int) -> np.ndarray:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from facepipe.pipeline.errors import ScanFormatError
-from facepipe.pipeline.morphable import IBUG68_FIVE, MorphableModel, mouth_region
+from facepipe.pipeline.morphable import IBUG68_FIVE, MorphableModel, ibug_regions
 
 M_TO_MM = 1000.0
 N_SHAPE = 300
@@ -98,8 +98,9 @@ def load_flame(path: str | PathLike[str]) -> MorphableModel:
     for name, ibug_ids in (IBUG68_FIVE | {f"ibug{k:02d}": [k] for k in range(17, 68)}).items():
         landmarks[name] = tri[faces_idx[[k - 17 for k in ibug_ids]]].ravel()
         weights[name] = bary[[k - 17 for k in ibug_ids]].ravel()
-    lips = np.stack([np.average(mean[landmarks[f"ibug{k:02d}"]], axis=0, weights=weights[f"ibug{k:02d}"]) for k in range(48, 68)])
-    regions = {"mouth": mouth_region(mean, lips)}
+    points = np.full((68, 3), np.nan)  # FLAME embeds iBUG 17-67; the jaw line (0-16) stays unknown
+    points[17:] = [np.average(mean[landmarks[f"ibug{k:02d}"]], axis=0, weights=weights[f"ibug{k:02d}"]) for k in range(17, 68)]
+    regions = ibug_regions(mean, points)
     if (mask_path := p.with_name(MASKS_FILE)).exists():
         masks = read_pickle(mask_path)
         if isinstance(masks, dict) and "face" in masks:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from facepipe.pipeline.errors import ScanFormatError
-from facepipe.pipeline.morphable import IBUG68_FIVE, MorphableModel, mouth_region
+from facepipe.pipeline.morphable import IBUG68_FIVE, MorphableModel, ibug_regions
 
 CM_TO_MM = 10.0
 FACE_AREA = 9409
@@ -81,4 +81,4 @@ def load_ict_folder(path: str | PathLike[str]) -> MorphableModel:
     mean = neutral[:n] * CM_TO_MM
     return MorphableModel("ict", mean, faces, modes(identity_paths), modes([folder / f"{m}.obj" for m in names]),
                           tuple(names), landmarks, min(NARROW_FACE, n), "ICT-FaceKit: MIT licence (see its LICENSE)",
-                          regions={"mouth": mouth_region(mean, mean[ibug[48:68]])})
+                          regions=ibug_regions(mean, mean[ibug]))
