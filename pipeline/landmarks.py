@@ -206,8 +206,9 @@ def five_from_mediapipe_points(pts: np.ndarray) -> np.ndarray:
 
 def surface_fit(vertices: np.ndarray, five: np.ndarray, reference: np.ndarray, surface: cKDTree, near: float = 0.05) -> float:
     """Fraction of the scan (inside the template box, after the five-point similarity) within `near`
-    template units of the template surface: about 1 for a right detection, about half for a face
-    read upside down, whose five can still be laid out almost like a face (mouth corners as eyes)."""
+    template units of the template surface: near 1 for a right reading on a scan shaped like the
+    template, about 0.6 on one shaped unlike it, and lower for a face read upside down (nose on the
+    forehead, brows as the mouth), whose five can still be laid out almost like a face's."""
     step = max(1, len(vertices) // 5000)
     moved = apply(umeyama(five, reference), vertices[::step])
     inside = (np.abs(moved) <= 1.0).all(1)
@@ -217,20 +218,39 @@ def surface_fit(vertices: np.ndarray, five: np.ndarray, reference: np.ndarray, s
     return float((dist < near).mean())
 
 
+def plausible_pose(vertices: np.ndarray, direction: np.ndarray, five: np.ndarray, reference: np.ndarray,
+                   max_tilt_deg: float = 20.0, slack: float = 0.08) -> bool:
+    """Whether the five-point similarity leaves the face looking along +z (the template's, and the
+    project's, facing direction; within `max_tilt_deg`) with the detected nose tip the most protruding
+    point inside the template box (within `slack` units). A face read upside down (nose on the
+    forehead, brows as the mouth) needs a strong tilt to match the template's five."""
+    t = umeyama(five, reference)
+    rotation = t[:3, :3] / np.cbrt(np.linalg.det(t[:3, :3]))
+    if (rotation @ direction)[2] < np.cos(np.radians(max_tilt_deg)):
+        return False
+    step = max(1, len(vertices) // 5000)
+    moved = apply(t, vertices[::step])
+    inside = moved[(np.abs(moved) <= 1.0).all(1)]
+    return len(inside) > 0 and float(inside[:, 2].max() - apply(t, five[2:3])[0, 2]) < slack
+
+
 def detect_five(scan: Scan, mediapipe: MediaPipe, reference: np.ndarray, max_layout_error: float = 0.2,
                 size: int = 384, accept: float = 0.5, views: tuple[tuple[float, float], ...] = VIEWS,
-                use_texture: bool = True, surface: np.ndarray | None = None, accept_fit: float = 0.6) -> FiveLandmarks | None:
+                use_texture: bool = True, surface: np.ndarray | None = None, accept_fit: float = 0.75) -> FiveLandmarks | None:
     """Render, detect and lift, view after view, until a confident view; None if no view has a face.
 
     A view whose five are not laid out like `reference` (a template's five; see `layout_error`)
     counts as no face: MediaPipe returns confident nonsense for faces lying on their side. With the
-    template's vertices as `surface`, views are also ranked by `surface_fit`, and a view is taken
-    at once only when the scan fits the template at least `accept_fit`.
+    template's vertices as `surface`, views are also ranked by `surface_fit`, and a good view is
+    taken at once only when the scan fits the template at least `accept_fit` or the pose it implies
+    is plausible (`plausible_pose`); otherwise as soon as a second good view finds the same five (a
+    misreading is not repeated from another angle).
     """
     tree = cKDTree(surface) if surface is not None else None
     caster = Raycaster(scan.vertices, scan.faces)
     direction = facing_direction(scan.vertices, scan.faces)
     best: tuple[float, FiveLandmarks] | None = None
+    good: list[np.ndarray] = []  # confident, upright, face-like views not taken at once
     queue = [(yaw, roll, True) for yaw, roll in views]
     while queue:
         yaw, roll, may_correct = queue.pop(0)
@@ -260,6 +280,10 @@ def detect_five(scan: Scan, mediapipe: MediaPipe, reference: np.ndarray, max_lay
         rank = confidence * (1 - layout / max_layout_error) * np.cos(np.radians(tilt)) * fit
         if best is None or rank > best[0]:
             best = (rank, FiveLandmarks(five, "mediapipe", confidence, f"yaw{yaw:+.0f}_roll{roll:+.0f}"))
-        if confidence >= accept and layout <= max_layout_error / 2 and abs(tilt) <= UPRIGHT_DEG and fit >= accept_fit:
-            break
+        if confidence >= accept and layout <= max_layout_error / 2 and abs(tilt) <= UPRIGHT_DEG:
+            eye_gap = float(np.linalg.norm(five[1] - five[0]))
+            if (fit >= accept_fit or plausible_pose(scan.vertices, direction, five, reference)
+                    or any(np.linalg.norm(five - other, axis=1).mean() < 0.1 * eye_gap for other in good)):
+                break
+            good.append(five)
     return None if best is None else best[1]
