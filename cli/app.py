@@ -304,6 +304,48 @@ def synth(
         typer.echo(f"  preview    {write_preview(url, preview)}")
 
 
+@app.command("render-rgbd")
+def render_rgbd(
+    source: Annotated[str, typer.Option("--in", help="a synth store (path or URL) or a catalog dataset name")],
+    out: Annotated[str, typer.Option(help="store path or fsspec URL for rgbd.zarr")],
+    preset: Annotated[str, typer.Option(help="sensor preset: phone | kinect | tiny")] = "phone",
+    views: Annotated[int, typer.Option(min=1, help="random head poses per source face")] = 1,
+    catalog: CatalogOpt = Path("data_catalog.yaml"),
+    limit: Annotated[int | None, typer.Option(min=1, help="only the first N source faces")] = None,
+    yaw: Annotated[float, typer.Option(min=0, help="yaw drawn from +-this many degrees")] = 30.0,
+    pitch: Annotated[float, typer.Option(min=0)] = 15.0,
+    roll: Annotated[float, typer.Option(min=0)] = 10.0,
+    seed: Annotated[int, typer.Option()] = 0,
+    workers: Annotated[int, typer.Option(min=1)] = 2,
+    scheduler: Annotated[str | None, typer.Option(help="address of an existing Dask scheduler")] = None,
+    threads: Annotated[bool, typer.Option("--threads", help="threads instead of processes")] = False,
+    overwrite: Annotated[bool, typer.Option(help="start over in a store made with another plan")] = False,
+    report: Annotated[Path | None, typer.Option(help="write the summary here as JSON")] = None,
+    preview: Annotated[Path | None, typer.Option(help="contact sheet PNG: RGB, true depth, sensor depth, difference")] = None,
+) -> None:
+    """Faces through a simulated structured-light depth camera: RGB, depth with the sensor's artefacts, XYZ."""
+    from facepipe.pipeline.io.image import write_image
+    from facepipe.pipeline.rgbd import contact_sheet, resolve_source, run_render_rgbd
+    from facepipe.schemas.rgbd import PRESETS, RenderConfig
+
+    if preset not in PRESETS:
+        raise typer.BadParameter(f"unknown preset {preset!r} (have: {', '.join(PRESETS)})")
+    config = RenderConfig(preset=PRESETS[preset], views=views, yaw_deg=(-yaw, yaw), pitch_deg=(-pitch, pitch),
+                          roll_deg=(-roll, roll))
+    src = resolve_source(source, catalog, limit)
+    progress = _Progress(out, f"rgbd-{src.name}")
+    try:
+        result = run_render_rgbd(src, out, config, seed=seed, workers=workers, scheduler=scheduler, processes=not threads,
+                                 overwrite=overwrite, on_start=progress.start, on_sample=progress.sample)
+    finally:
+        progress.stop()
+    _finish(result, report)
+    if preview is not None:
+        preview.parent.mkdir(parents=True, exist_ok=True)
+        write_image(preview, contact_sheet(out))
+        typer.echo(f"  preview    {preview}")
+
+
 @app.command()
 def template(
     out: Annotated[Path, typer.Argument(help="where to save the template (.npz)")],

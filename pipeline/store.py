@@ -64,6 +64,13 @@ def scan_columns(n_points: int, landmark_names: Sequence[str], extra: Sequence[C
         Column("expression", (), str, "", (), {"description": "the database's expression code"}),
         Column("intensity", (), "int16", -1, (), {"description": "expression intensity, -1 where the database has none"}),
         Column("quality", (), str, "", (), {"description": "JSON quality record of the preprocessing (no timings)"}),
+        *bookkeeping_columns(),
+    ]
+
+
+def bookkeeping_columns() -> list[Column]:
+    """Why a sample failed, and its status: every store ends with these (`status` last)."""
+    return [
         Column("failure_stage", (), str, "", (), {}),
         Column("failure_reason", (), str, "", (), {}),
         Column("status", (), "uint8", PENDING, (),

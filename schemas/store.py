@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from facepipe.schemas.preprocess import PreprocessConfig
+from facepipe.schemas.rgbd import RenderConfig
 from facepipe.schemas.synth import SynthConfig
 
 
@@ -18,12 +19,12 @@ class StorePlan(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["scans", "synth"] = "scans"
+    kind: Literal["scans", "synth", "rgbd"] = "scans"
     facepipe_version: str
     dataset: str
     format: str = Field(description="reader name or 'auto'; for synth, the model kind")
     seed: int
-    config: PreprocessConfig | SynthConfig
+    config: PreprocessConfig | SynthConfig | RenderConfig
     template_id: str
     template_name: str
     landmark_names: tuple[str, ...]

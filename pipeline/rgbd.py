@@ -1,0 +1,267 @@
+"""`facepipe render-rgbd`: faces through the simulated structured-light camera, into `rgbd.zarr`.
+
+Sources are the meshes of a synth store (the ground-truth faces, mm) or the raw scans of a catalog
+dataset (with their textures). Every sample is one source face in a random head pose, at a jittered
+working distance, captured by the preset's device: RGB (the texture, or a skin albedo under random
+3-band spherical-harmonics light), the matcher's depth with its holes and artefacts, the true depth,
+the camera-space XYZ image, intrinsics and extrinsics (source frame -> OpenCV camera).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from facepipe.pipeline.align import apply
+from facepipe.pipeline.depth_sensor import StructuredLight, depth_to_xyz, intrinsics, world_to_camera
+from facepipe.pipeline.errors import CatalogError, FacepipeError
+from facepipe.pipeline.io.registry import read_scan
+from facepipe.pipeline.jobs import OnSample, OnStart, run_report, run_tasks
+from facepipe.pipeline.morphable import FIVE
+from facepipe.pipeline.render import Hits, Raycaster, surface_colors
+from facepipe.pipeline.scan import Scan
+from facepipe.pipeline.seeding import sample_rng
+from facepipe.pipeline.store import (
+    FAILED, OK, Column, SampleWriter, bookkeeping_columns, facepipe_version, finalize, is_in_memory, open_group, plan_key,
+    prepare_store, read_plan, read_status, samples_digest, store_state,
+)
+from facepipe.schemas.rgbd import RenderConfig
+from facepipe.schemas.scan import ScanMeta
+from facepipe.schemas.store import RunReport, SampleOutcome, StorePlan
+
+
+class RenderError(FacepipeError):
+    """A source that cannot be rendered (a store of points, an unknown dataset, ...)."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the meshes come from: a synth store (`url`) or a catalog dataset's files (`root`, `fmt`)."""
+
+    kind: str  # 'synth' | 'dataset'
+    name: str
+    location: str
+    fmt: str | None
+    ids: tuple[str, ...]
+    indices: tuple[int, ...]  # store index of each id (synth); position otherwise
+    template_id: str
+
+
+def synth_source(url: str, limit: int | None) -> Source:
+    group = open_group(url, "r")
+    plan = read_plan(group, url)
+    if plan.kind != "synth":
+        raise RenderError(f"{url}: a {plan.kind} store holds points, not meshes; render a synth store or a catalog dataset")
+    ok = np.flatnonzero(read_status(group) == OK)[:limit]
+    names = group["source_path"][:]
+    return Source("synth", plan.dataset, url, None, tuple(str(names[i]) for i in ok), tuple(int(i) for i in ok), plan.template_id)
+
+
+def dataset_source(name: str, catalog: str | Path, limit: int | None) -> Source:
+    from facepipe.pipeline.catalog import get_entry, load_catalog
+    from facepipe.pipeline.ingest import list_samples
+
+    entry = get_entry(load_catalog(catalog), name)
+    root, ids = list_samples(name, entry, Path(catalog).parent, limit)
+    return Source("dataset", name, str(root), None if entry.format == "auto" else entry.format, tuple(ids),
+                  tuple(range(len(ids))), "")
+
+
+def resolve_source(spec: str, catalog: str | Path, limit: int | None = None) -> Source:
+    """A synth store (path or URL) or, failing that, a catalog dataset name."""
+    if store_state(spec) == "store":
+        return synth_source(spec, limit)
+    try:
+        return dataset_source(spec, catalog, limit)
+    except CatalogError:
+        raise RenderError(f"{spec!r} is neither a store nor a dataset in {catalog}") from None
+
+
+@functools.lru_cache(maxsize=4)
+def _synth_arrays(url: str) -> tuple[object, np.ndarray]:
+    group = open_group(url, "r")
+    return group, group["template_triangles"][:].astype(np.int64)
+
+
+def load_source_mesh(source: Source, position: int) -> Scan:
+    """The source face in its own frame, mm (synth: the ground truth taken back out of the template frame)."""
+    if source.kind == "synth":
+        group, triangles = _synth_arrays(source.location)
+        index = source.indices[position]
+        vertices = apply(np.linalg.inv(group["to_template"][index]), group["vertices"][index].astype(np.float64))
+        return Scan(vertices, triangles, ScanMeta(format="synth", path=f"{source.location}#{source.ids[position]}"))
+    return read_scan(Path(source.location) / source.ids[position], source.fmt)
+
+
+SH_CONST = (0.282095, 0.488603, 1.092548, 0.315392, 0.546274)
+
+
+def sh_basis(n: np.ndarray) -> np.ndarray:
+    """(..., 9) real spherical harmonics up to band 2 at unit normals."""
+    x, y, z = n[..., 0], n[..., 1], n[..., 2]
+    c0, c1, c2, c3, c4 = SH_CONST
+    return np.stack([np.full_like(x, c0), c1 * y, c1 * z, c1 * x, c2 * x * y, c2 * y * z, c3 * (3 * z * z - 1), c2 * x * z,
+                     c4 * (x * x - y * y)], -1)
+
+
+def random_sh(rng: np.random.Generator, strength: float) -> np.ndarray:
+    """(9, 3) coefficients: a mostly frontal light of random direction and tint."""
+    coeffs = np.zeros((9, 3))
+    coeffs[0] = 0.75 / SH_CONST[0] * rng.uniform(0.9, 1.1, 3)
+    coeffs[1:4] = rng.normal(0.0, strength, (3, 1)) + rng.normal(0.0, strength / 10, (3, 3))
+    coeffs[2] += 0.6  # band 1, z: light from the camera side
+    coeffs[4:] = rng.normal(0.0, strength / 3, (5, 1))
+    return coeffs
+
+
+def posed(scan: Scan, yaw: float, pitch: float, roll: float) -> tuple[Scan, np.ndarray]:
+    """The face rotated about its centroid (yaw about y, pitch about x, roll about z) and the 4x4 applied."""
+    rot = Rotation.from_euler("yxz", [yaw, pitch, roll], degrees=True).as_matrix()
+    center = scan.vertices.mean(0)
+    t = np.eye(4)
+    t[:3, :3], t[:3, 3] = rot, center - rot @ center
+    return Scan(apply(t, scan.vertices), scan.faces, scan.meta, uv=scan.uv, face_uv=scan.face_uv, texture=scan.texture,
+                colors=scan.colors), t
+
+
+@dataclass(frozen=True)
+class RgbdJob:
+    url: str
+    plan_key: str
+    seed: int
+    config: RenderConfig
+    source: Source
+
+
+@functools.lru_cache(maxsize=2)
+def _device(config: RenderConfig) -> StructuredLight:
+    return StructuredLight(config.preset)
+
+
+def render_sample(job: RgbdJob, index: int, sample_id: str) -> SampleOutcome:
+    """The task: pose the source face, capture it, write the sample's chunks, then its status."""
+    t0 = time.perf_counter()
+    cfg, preset = job.config, job.config.preset
+    position = index // cfg.views
+    rng = sample_rng(job.seed, f"rgbd:{job.source.name}", sample_id)
+    pose = np.array([rng.uniform(*cfg.yaw_deg), rng.uniform(*cfg.pitch_deg), rng.uniform(*cfg.roll_deg)])
+    distance = preset.distance_mm + rng.uniform(-cfg.distance_jitter_mm, cfg.distance_jitter_mm)
+    try:
+        scan = load_source_mesh(job.source, position)
+    except FacepipeError as exc:
+        return _failed(job, index, sample_id, "read", str(exc))
+    try:
+        return _render(job, index, sample_id, scan, pose, distance, rng, t0)
+    except Exception as exc:  # noqa: BLE001 - one odd mesh must not end the batch
+        return _failed(job, index, sample_id, "internal", f"{sample_id}: {type(exc).__name__}: {exc}")
+
+
+def _failed(job: RgbdJob, index: int, sample_id: str, stage: str, reason: str) -> SampleOutcome:
+    SampleWriter(job.url, job.plan_key).write(index, {"failure_stage": stage, "failure_reason": reason}, FAILED)
+    return SampleOutcome(index=index, path=sample_id, status="failed", stage=stage, reason=reason)
+
+
+def _render(job: RgbdJob, index: int, sample_id: str, scan: Scan, pose: np.ndarray, distance: float,
+            rng: np.random.Generator, t0: float) -> SampleOutcome:
+    cfg, position = job.config, index // job.config.views
+    face, pose_t = posed(scan, *pose)
+    center = face.vertices.mean(0)
+    device = _device(cfg)
+    camera = device.camera(center + np.array([0.0, 0.0, distance]), center, np.array([0.0, 1.0, 0.0]))
+    caster = Raycaster(face.vertices, face.faces)
+    hits = caster.render(camera)
+    t1 = time.perf_counter()
+    shot = device.capture(caster, camera, rng, hits)
+    t2 = time.perf_counter()
+    rgb = rgb_image(face, hits, rng, cfg.sh_strength)
+    k = intrinsics(camera)
+    values = {"rgb": rgb, "ir": shot.ir, "depth": shot.depth, "depth_clean": shot.depth_clean,
+              "xyz": depth_to_xyz(shot.depth, k).astype(np.float32), "mask": np.isfinite(shot.depth),
+              "intrinsics": k, "extrinsics": world_to_camera(camera) @ pose_t, "pose_deg": pose.astype(np.float32),
+              "source_index": job.source.indices[position], "source_sample": job.source.ids[position]}
+    t3 = time.perf_counter()
+    SampleWriter(job.url, job.plan_key).write(index, values, OK)
+    return SampleOutcome(index=index, path=sample_id, status="ok",
+                         seconds={"read+render": t1 - t0, "depth": t2 - t1, "rgb": t3 - t2, "write": time.perf_counter() - t3})
+
+
+def rgb_image(face: Scan, hits: Hits, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """(H, W, 3) uint8 from the same camera: the texture where the scan has one, else skin under SH light."""
+    colors = surface_colors(face, hits)
+    if colors is None:
+        normals = np.where(((hits.normals * hits.rays[..., 3:]).sum(-1) > 0)[..., None], -hits.normals, hits.normals)
+        albedo = np.array([0.78, 0.58, 0.47]) * rng.uniform(0.85, 1.1) + rng.normal(0.0, 0.03, 3)
+        light = np.clip(sh_basis(normals) @ random_sh(rng, strength), 0.0, 1.6)
+        colors = 255.0 * albedo * light
+    background = rng.uniform(20, 70)
+    img = np.where(hits.mask[..., None], colors, background)
+    return np.clip(img + rng.normal(0.0, 1.5, img.shape), 0, 255).astype(np.uint8)  # sensor noise
+
+
+def rgbd_columns(config: RenderConfig) -> list[Column]:
+    h, w = config.preset.height, config.preset.width
+    image, cam = ("row", "col"), {"frame": "OpenCV camera: x right, y down, z forward, mm"}
+    return [
+        Column("rgb", (h, w, 3), "uint8", 0, (*image, "channel"), {}),
+        Column("ir", (h, w), "uint8", 0, image, {"description": "the IR image the depth was matched from"}),
+        Column("depth", (h, w), "float32", np.nan, image, {"description": "structured-light depth (mm), NaN = hole", **cam}),
+        Column("depth_clean", (h, w), "float32", np.nan, image, {"description": "true depth (mm), NaN = no surface"}),
+        Column("xyz", (h, w, 3), "float32", np.nan, (*image, "xyz"), {"description": "camera-space points of `depth`", **cam}),
+        Column("mask", (h, w), "bool", False, image, {"description": "where `depth` is valid"}),
+        Column("intrinsics", (3, 3), "float64", np.nan, ("row3", "col3"), {"description": "OpenCV K, pixel centres at integers"}),
+        Column("extrinsics", (4, 4), "float64", np.nan, ("row4", "col4"), {"description": "source frame (mm) -> camera"}),
+        Column("pose_deg", (3,), "float32", np.nan, ("angle",), {"names": ["yaw", "pitch", "roll"]}),
+        Column("source_index", (), "int32", -1, (), {"description": "sample index in the source store"}),
+        Column("source_sample", (), str, "", (), {"description": "the source sample id or file"}),
+        *bookkeeping_columns(),
+    ]
+
+
+def run_render_rgbd(source: Source, out: str, config: RenderConfig, *, seed: int = 0, workers: int = 2,
+                    scheduler: str | None = None, processes: bool = True, overwrite: bool = False,
+                    on_start: OnStart | None = None, on_sample: OnSample | None = None) -> RunReport:
+    t_start = time.perf_counter()
+    if not source.ids:
+        raise RenderError(f"{source.location}: no finished sample to render")
+    ids = [f"{sid}#v{v:02d}" for sid in source.ids for v in range(config.views)]
+    dataset = f"rgbd-{source.name}"
+    plan = StorePlan(kind="rgbd", facepipe_version=facepipe_version(), dataset=dataset, format=source.kind, seed=seed,
+                     config=config, template_id=source.template_id, template_name="", landmark_names=FIVE,
+                     n_samples=len(ids), samples_sha256=samples_digest(ids))
+    todo, done_before = prepare_store(out, plan, ids, rgbd_columns(config), overwrite)
+    if is_in_memory(out) and processes and not scheduler:
+        processes = False
+    job = RgbdJob(out, plan_key(plan), seed, config, source)
+    run = run_tasks(render_sample, job, todo, ids, workers=workers, scheduler=scheduler, processes=processes,
+                    done_before=done_before, on_start=on_start, on_sample=on_sample)
+    manifest = finalize(open_group(out, "r+"), out)
+    return run_report(dataset, out, ids, done_before, run, manifest, time.perf_counter() - t_start)
+
+
+def colorize(depth: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """(H, W, 3) uint8 turbo colour map of a depth image; holes black."""
+    scaled = np.clip((np.nan_to_num(depth, nan=hi) - lo) / max(hi - lo, 1e-6), 0, 1)
+    img = cv2.applyColorMap((scaled * 255).astype(np.uint8), cv2.COLORMAP_TURBO)[..., ::-1]
+    return np.where(np.isfinite(depth)[..., None], img, 0).astype(np.uint8)
+
+
+def contact_sheet(url: str, count: int = 4) -> np.ndarray:
+    """Rows of RGB | true depth | structured-light depth | their difference (0-5 mm) for the first samples."""
+    group = open_group(url, "r")
+    ok = np.flatnonzero(read_status(group) == OK)[:count]
+    if not len(ok):
+        raise RenderError(f"{url}: no finished sample to preview")
+    rows = []
+    for i in ok:
+        clean, depth = group["depth_clean"][int(i)], group["depth"][int(i)]
+        lo, hi = np.nanpercentile(clean, [1, 99]) if np.isfinite(clean).any() else (0.0, 1.0)
+        diff = np.abs(depth - clean)
+        rows.append(np.concatenate([group["rgb"][int(i)], colorize(clean, lo, hi), colorize(depth, lo, hi),
+                                    colorize(np.where(np.isfinite(clean), diff, np.nan), 0.0, 5.0)], 1))
+    return np.concatenate(rows, 0)
