@@ -3,7 +3,8 @@
 # generate the example dataset, check the catalog entry, inspect one scan of every layout and
 # preprocess it (landmarks, alignment to the template, crop, 29,495 points with normals), then
 # ingest the whole dataset into a Zarr store with Dask and verify the store's content hashes, and
-# make synthetic faces of the procedural model (ground-truth correspondence) with a preview.
+# make synthetic faces of the procedural model (ground-truth correspondence) with a preview, and
+# render four of them through a simulated structured-light depth camera.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -23,4 +24,5 @@ done
 $fp ingest example --report "$out/ingest.json"   # a rerun resumes: nothing left to do
 $fp verify out/example/scans.zarr
 $fp synth --identities 4 --expressions 2 --out out/demo/synth.zarr --preview "$out/synth.png"
+$fp render-rgbd --in out/demo/synth.zarr --out out/demo/rgbd.zarr --preset phone --limit 4 --preview "$out/rgbd.png"
 echo "demo done: previews, reports and preprocessed point clouds in $out/, the store in out/example/scans.zarr"
