@@ -12,9 +12,6 @@ reported apart), so it is what a long ingest sustains.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import resource
 import shutil
 import tempfile
@@ -23,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+
+from common import du, machine, write_results
 
 from facepipe.pipeline.ingest import run_ingest
 from facepipe.pipeline.jobs import dask_client
@@ -48,9 +47,6 @@ def make_dataset(folder: Path, scans: int) -> Path:
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-
-def du(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def run_one(catalog: Path, name: str, workers: int, out: Path) -> dict[str, object]:
@@ -92,14 +88,12 @@ def main() -> None:
         speedup = {name: next(r["scans_per_s"] for r in runs if r["landmarks"] == name and r["workers"] == 2)
                    / next(r["scans_per_s"] for r in runs if r["landmarks"] == name and r["workers"] == 1) for name in ("bnd", "mp")}
         per_sample = float(np.mean([r["bytes_per_sample"] for r in runs]))
-        result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "scans": args.scans,
+        result = {"machine": machine(), "scans": args.scans,
                   "runs": runs, "speedup_2_vs_1_workers": speedup, "bytes_per_sample": per_sample,
                   "store_gb_for_2500_scans": per_sample * 2500 / 1e9}
         print(f"speed-up 2 vs 1 workers: bnd {speedup['bnd']:.2f}x, mediapipe {speedup['mp']:.2f}x; "
               f"2,500 scans take {result['store_gb_for_2500_scans']:.2f} GB")
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.out}")
+        write_results(args.out, result)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

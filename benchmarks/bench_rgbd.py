@@ -7,15 +7,14 @@ and the depth error on a plane and a sphere against each preset's stated precisi
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import open3d as o3d
+
+from common import machine, write_results
 
 from facepipe.pipeline.depth_sensor import StructuredLight
 from facepipe.pipeline.procedural import default_template, procedural_model
@@ -54,7 +53,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "rgbd.json")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-rgbd-"))
-    result: dict[str, object] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "presets": {}}
+    result: dict[str, object] = {"machine": machine(), "presets": {}}
     try:
         model = procedural_model()
         selection, _ = template_selection(model)
@@ -77,9 +76,7 @@ def main() -> None:
                 print(f"         {shape}: valid {a['valid_fraction']:.2f}, mean error {a['mean_error_mm']:+.2f} mm, "
                       f"median |error| {a['median_abs_error_mm']:.2f} mm, p95 {a['p95_abs_error_mm']:.2f} mm "
                       f"(stated precision {a['expected_precision_mm']:.2f} mm)")
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.out}")
+        write_results(args.out, result)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -8,13 +8,12 @@ per sample; prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import shutil
 import tempfile
 import time
 from pathlib import Path
+
+from common import du, machine, write_results
 
 from facepipe.pipeline.morphable import load_model
 from facepipe.pipeline.procedural import procedural_model
@@ -25,9 +24,6 @@ from facepipe.schemas.synth import SynthConfig
 REPO = Path(__file__).resolve().parents[1]
 
 
-def du(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -37,7 +33,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "synth.json")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-synth-"))
-    results: dict[str, object] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "models": {}}
+    results: dict[str, object] = {"machine": machine(), "models": {}}
     try:
         t0 = time.perf_counter()
         procedural_model.cache_clear()
@@ -63,9 +59,7 @@ def main() -> None:
             results["models"][name] = row  # type: ignore[index]
             print(f"{name:>10}: load {row['load_s']:.2f} s, {row['samples_per_s_1w']:.1f} / {row['samples_per_s_2w']:.1f} samples/s "
                   f"(1 / 2 workers), {row['bytes_per_sample'] / 1e3:.0f} kB/sample, per sample {row['stage_ms']}")
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"wrote {args.out}")
+        write_results(args.out, results)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -121,6 +121,13 @@ def sample_data(
 TemplateOpt = Annotated[Path | None, typer.Option(help="a saved template (.npz); default: the procedural model's")]
 IctOpt = Annotated[Path | None, typer.Option("--ict-model", help="derive the template from an ICT-FaceKit npz")]
 
+SeedOpt = Annotated[int, typer.Option(help="global seed; each sample's own derives from it, the dataset and the sample id")]
+WorkersOpt = Annotated[int, typer.Option(min=1, help="worker processes of the local Dask cluster")]
+SchedulerOpt = Annotated[str | None, typer.Option(help="address of an existing Dask scheduler, e.g. tcp://host:8786")]
+ThreadsOpt = Annotated[bool, typer.Option("--threads", help="threads instead of processes (memory:// stores use threads)")]
+OverwriteOpt = Annotated[bool, typer.Option(help="start over in a store made with another plan")]
+ReportOpt = Annotated[Path | None, typer.Option(help="write the summary here as JSON")]
+
 
 def _template(template: Path | None, ict_model: Path | None) -> Template:
     from facepipe.pipeline.morphable import load_ict_npz
@@ -188,15 +195,15 @@ def ingest(
     out: Annotated[str | None, typer.Option(help="store path or fsspec URL (file://, s3://, memory://); "
                                                  "default out/NAME/scans.zarr")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="only the first N scans (in sorted order)")] = None,
-    workers: Annotated[int, typer.Option(min=1, help="worker processes of the local cluster")] = 2,
-    scheduler: Annotated[str | None, typer.Option(help="address of an existing Dask scheduler, e.g. tcp://host:8786")] = None,
-    seed: Annotated[int, typer.Option(help="global seed; each sample's own derives from it, the dataset and its path")] = 0,
+    workers: WorkersOpt = 2,
+    scheduler: SchedulerOpt = None,
+    seed: SeedOpt = 0,
     config: Annotated[Path | None, typer.Option(help="YAML/JSON preprocessing settings (see schemas/preprocess.py)")] = None,
     template: TemplateOpt = None,
     ict_model: IctOpt = None,
-    overwrite: Annotated[bool, typer.Option(help="start over in a store made with another plan")] = False,
-    threads: Annotated[bool, typer.Option("--threads", help="threads instead of processes (memory:// stores use threads)")] = False,
-    report: Annotated[Path | None, typer.Option(help="write the summary here as JSON")] = None,
+    overwrite: OverwriteOpt = False,
+    threads: ThreadsOpt = False,
+    report: ReportOpt = None,
 ) -> None:
     """Preprocess every scan of a dataset into a Zarr store with Dask; a rerun resumes what is not done."""
     from facepipe.pipeline.ingest import run_ingest
@@ -270,12 +277,12 @@ def synth(
     identity_components: Annotated[int | None, typer.Option(min=1, help="use only the first K identity modes")] = None,
     template_vertices: Annotated[int | None, typer.Option(min=1, help="refine the template (and ground truth) by Loop "
                                                                      "subdivision to at least N vertices")] = None,
-    seed: Annotated[int, typer.Option()] = 0,
-    workers: Annotated[int, typer.Option(min=1)] = 2,
-    scheduler: Annotated[str | None, typer.Option(help="address of an existing Dask scheduler")] = None,
-    threads: Annotated[bool, typer.Option("--threads", help="threads instead of processes")] = False,
-    overwrite: Annotated[bool, typer.Option(help="start over in a store made with another plan")] = False,
-    report: Annotated[Path | None, typer.Option(help="write the summary here as JSON")] = None,
+    seed: SeedOpt = 0,
+    workers: WorkersOpt = 2,
+    scheduler: SchedulerOpt = None,
+    threads: ThreadsOpt = False,
+    overwrite: OverwriteOpt = False,
+    report: ReportOpt = None,
     preview: Annotated[Path | None, typer.Option(help="write a PNG grid of the first 16 faces here")] = None,
 ) -> None:
     """Synthetic faces of a morphable model with ground-truth correspondence, into a store like ingest's."""
@@ -315,12 +322,12 @@ def render_rgbd(
     yaw: Annotated[float, typer.Option(min=0, help="yaw drawn from +-this many degrees")] = 30.0,
     pitch: Annotated[float, typer.Option(min=0)] = 15.0,
     roll: Annotated[float, typer.Option(min=0)] = 10.0,
-    seed: Annotated[int, typer.Option()] = 0,
-    workers: Annotated[int, typer.Option(min=1)] = 2,
-    scheduler: Annotated[str | None, typer.Option(help="address of an existing Dask scheduler")] = None,
-    threads: Annotated[bool, typer.Option("--threads", help="threads instead of processes")] = False,
-    overwrite: Annotated[bool, typer.Option(help="start over in a store made with another plan")] = False,
-    report: Annotated[Path | None, typer.Option(help="write the summary here as JSON")] = None,
+    seed: SeedOpt = 0,
+    workers: WorkersOpt = 2,
+    scheduler: SchedulerOpt = None,
+    threads: ThreadsOpt = False,
+    overwrite: OverwriteOpt = False,
+    report: ReportOpt = None,
     preview: Annotated[Path | None, typer.Option(help="contact sheet PNG: RGB, true depth, sensor depth, difference")] = None,
 ) -> None:
     """Faces through a simulated structured-light depth camera: RGB, depth with the sensor's artefacts, XYZ."""
