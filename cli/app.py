@@ -354,6 +354,37 @@ def render_rgbd(
 
 
 @app.command()
+def train(
+    out: Annotated[Path, typer.Option(help="run directory: config.json, metrics.jsonl, checkpoints/, PNGs, model.pt")],
+    config: Annotated[Path | None, typer.Option(help="YAML/JSON training settings (schemas/train.py)")] = None,
+    preset: Annotated[str | None, typer.Option(help="tiny: small network and short phases, minutes on 2 CPU cores")] = None,
+    synth: Annotated[list[str] | None, typer.Option(help="synth store(s) with ground truth (repeatable)")] = None,
+    scans: Annotated[list[str] | None, typer.Option(help="scans store(s), trained without ground truth (repeatable)")] = None,
+    resume: Annotated[bool, typer.Option(help="continue the run in --out from its last checkpoint")] = False,
+) -> None:
+    """Train the PointNet encoder and the identity and expression decoders (paper 1's three phases)."""
+    from facepipe.models.train import train as run_training
+    from facepipe.schemas.train import TrainConfig, tiny_preset
+
+    values = _read_config(config) if config else {}
+    values |= {k: v for k, v in (("synth", synth), ("scans", scans)) if v}
+    if preset == "tiny":
+        base = tiny_preset(list(values.pop("synth", [])), list(values.pop("scans", [])))  # type: ignore[call-overload]
+        values = base.model_dump() | values
+    elif preset is not None:
+        raise typer.BadParameter(f"unknown preset {preset!r} (have: tiny)")
+    try:
+        cfg = TrainConfig.model_validate(values)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    history = run_training(cfg, out, resume=resume, log=typer.echo)
+    if history:
+        first, last = history[0], history[-1]
+        typer.echo(f"{out}\n  epochs     {len(history)}\n  loss       {first['loss']:.5f} -> {last['loss']:.5f}\n"
+                   f"  outputs    metrics.jsonl, losses.png, predictions.png, model.pt, checkpoints/")
+
+
+@app.command()
 def template(
     out: Annotated[Path, typer.Argument(help="where to save the template (.npz)")],
     model: Annotated[str, typer.Option(help="procedural (built in), or ict | bfm2009 | flame with --model-path")] = "procedural",

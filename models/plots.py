@@ -1,0 +1,61 @@
+"""The pictures a run ends with: loss curves per phase, and predictions next to their inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+if TYPE_CHECKING:
+    from facepipe.models.train import Run
+
+
+def plot_losses(history: list[dict[str, object]], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(8, 4))
+    steps = np.arange(len(history))
+    ax.semilogy(steps, [float(h["loss"]) for h in history], "k-", label="total")  # type: ignore[arg-type]
+    for key in ("vertex", "chamfer"):
+        if any(key in h for h in history):
+            ax.semilogy(steps, [float(h.get(key, np.nan)) for h in history], label=key)  # type: ignore[arg-type]
+    for k in range(1, len(history)):
+        if history[k]["phase"] != history[k - 1]["phase"]:
+            ax.axvline(k - 0.5, color="grey", lw=0.8)
+    ax.set_xlabel("epoch (all phases)")
+    ax.set_ylabel("loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_predictions(run: Run, path: Path) -> None:
+    """Input points (left) and the predicted face in template topology (right), coloured by depth."""
+    picks = [(s, i) for s in run.synth[:1] + run.real[:1] for i in range(min(run.config.preview_samples // 2 or 1, len(s)))]
+    if not picks:
+        return
+    run.net.eval()
+    tri = run.template.triangles
+    fig, axes = plt.subplots(len(picks), 2, figsize=(6, 3 * len(picks)), squeeze=False)
+    with torch.no_grad():
+        for row, (samples, i) in enumerate(picks):
+            batch = samples.batch(np.array([i]))
+            face = run.net(batch["points"])["face"][0].float().cpu().numpy()
+            pts = batch["points"][0].cpu().numpy()
+            axes[row, 0].scatter(pts[:, 0], pts[:, 1], c=pts[:, 2], s=0.3, cmap="viridis")
+            axes[row, 1].tripcolor(face[:, 0], face[:, 1], tri, face[:, 2], cmap="viridis", shading="gouraud")
+            axes[row, 0].set_title(f"input: {Path(samples.url).name} #{i}", fontsize=8)
+            axes[row, 1].set_title("prediction", fontsize=8)
+            for ax in axes[row]:
+                ax.set_aspect("equal")
+                ax.set_xlim(-1, 1)
+                ax.set_ylim(-1, 1)
+                ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

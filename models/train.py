@@ -1,0 +1,338 @@
+"""Training FaceNet with paper 1's three-phase schedule, on CPU or GPU, from synth and scans stores.
+
+Phase 1 trains the encoder and the identity decoder on neutral faces, phase 2 the expression
+decoder with the identity decoder frozen on expression faces, phase 3 everything on all faces; each
+phase first on synthetic faces only (supervised), then mixed with raw scans (unsupervised). Batches
+depend only on (seed, phase, epoch), so a run resumed from a checkpoint continues exactly as an
+uninterrupted one. Checkpoints hold state dicts and plain values: they load with weights_only=True.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facepipe.models.losses import (chamfer, edge_lengths, edge_loss, gather, laplacian_loss, neighbour_table, normal_loss,
+                                    vertex_l1, vertex_normals)
+from facepipe.models.network import FaceNet
+from facepipe.models.store_dataset import StoreDataset
+from facepipe.pipeline.errors import FacepipeError
+from facepipe.pipeline.store import OK, open_group, read_plan, read_status
+from facepipe.pipeline.template import Template, load_template
+from facepipe.schemas.train import Phase, TrainConfig
+
+
+class TrainError(FacepipeError):
+    """A run that cannot start: stores made with another template, no neutral faces, a bad checkpoint."""
+
+
+@dataclass
+class TemplateTensors:
+    triangles: torch.Tensor
+    edges: torch.Tensor
+    lengths: torch.Tensor  # (1, E) template edge lengths
+    neighbours: torch.Tensor
+    counts: torch.Tensor
+    mouth: torch.Tensor
+
+    @staticmethod
+    def of(template: Template, device: torch.device) -> TemplateTensors:
+        edges = template.edges()
+        table, counts = neighbour_table(edges, len(template.vertices))
+        verts = torch.as_tensor(template.vertices, dtype=torch.float32)[None]
+        e = torch.as_tensor(edges)
+        mouth = template.regions.get("mouth", np.zeros(0, np.int64))
+        return TemplateTensors(torch.as_tensor(template.triangles).to(device), e.to(device), edge_lengths(verts, e).to(device),
+                               table.to(device), counts.to(device), torch.as_tensor(mouth).to(device))
+
+
+class Samples:
+    """The ok samples of one store: on the device when they fit under the memory limit, else read per batch."""
+
+    def __init__(self, url: str, template: Template, supervised: bool, config: TrainConfig, device: torch.device) -> None:
+        group = open_group(url, "r")
+        plan = read_plan(group, url)
+        if plan.template_id != template.id:
+            raise TrainError(f"{url} was made with template {plan.template_id}, this run uses {template.id} ({template.name})")
+        if supervised and "vertices" not in group:
+            raise TrainError(f"{url} is a {plan.kind} store without ground-truth vertices; give it under scans, not synth")
+        self.url, self.device = url, device
+        self.arrays = ("points", "normals", "vertices") if supervised else ("points", "normals")
+        ok = np.flatnonzero(read_status(group) == OK)
+        expression = group["expression"][:]
+        self.neutral = np.array([str(expression[i]) in config.neutral_codes for i in ok])
+        size = sum(int(np.prod(group[a].shape[1:])) * 4 for a in self.arrays) * len(ok)
+        self.dataset = StoreDataset(url, self.arrays)
+        self.tensors: dict[str, torch.Tensor] | None = None
+        if size <= config.memory_limit_gb * 1e9:
+            self.tensors = {a: torch.as_tensor(np.asarray(group[a][:])[ok], dtype=torch.float32).to(device) for a in self.arrays}
+
+    def __len__(self) -> int:
+        return len(self.neutral)
+
+    def batch(self, index: np.ndarray) -> dict[str, torch.Tensor]:
+        if self.tensors is not None:
+            ix = torch.as_tensor(index, device=self.device)
+            return {a: t[ix] for a, t in self.tensors.items()}
+        items = [self.dataset[int(i)] for i in index]
+        return {a: torch.stack([it[a] for it in items]).float().to(self.device) for a in self.arrays}
+
+
+def pick(samples: Samples, phase: str) -> np.ndarray:
+    """Which samples a phase trains on: neutral faces, expression faces, or all."""
+    if phase == "identity":
+        return np.flatnonzero(samples.neutral)
+    if phase == "expression":
+        return np.flatnonzero(~samples.neutral)
+    return np.arange(len(samples))
+
+
+def subsample(points: torch.Tensor, normals: torch.Tensor, count: int | None, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random subset of each sample's points (also a reshuffle of their order: the paper's augmentation)."""
+    n = points.shape[1]
+    k = n if count is None else min(count, n)
+    idx = torch.as_tensor(np.stack([rng.permutation(n)[:k] for _ in range(len(points))]), device=points.device)
+    return gather(points, idx), gather(normals, idx)
+
+
+def set_phase(net: FaceNet, phase: str) -> None:
+    """Phase 1: encoder + identity; phase 2: identity decoder frozen; phase 3: everything."""
+    for p in net.parameters():
+        p.requires_grad_(True)
+    frozen = {"identity": [net.expression_head, net.expression_decoder], "expression": [net.identity_decoder], "joint": []}[phase]
+    for module in frozen:
+        for p in module.parameters():
+            p.requires_grad_(False)
+
+
+def supervised_loss(pred: torch.Tensor, target: torch.Tensor, tt: TemplateTensors, config: TrainConfig) -> dict[str, torch.Tensor]:
+    w = config.weights
+    return {"vertex": vertex_l1(pred, target),
+            "normal": w.normal * normal_loss(vertex_normals(pred, tt.triangles), vertex_normals(target, tt.triangles)),
+            "edge": w.edge * edge_loss(pred, edge_lengths(target, tt.edges), tt.edges)}
+
+
+def unsupervised_loss(pred: torch.Tensor, points: torch.Tensor, normals: torch.Tensor, tt: TemplateTensors,
+                      config: TrainConfig, clock: Clock) -> dict[str, torch.Tensor]:
+    w = config.weights
+    with clock("nearest"):
+        cd, p2s = chamfer(pred, points, w.chamfer_threshold)
+    out = {"chamfer": cd,
+           "scan_normal": w.normal * normal_loss(vertex_normals(pred, tt.triangles), gather(normals, p2s)),
+           "template_edge": w.edge * edge_loss(pred, tt.lengths.expand(len(pred), -1), tt.edges)}
+    if len(tt.mouth):
+        out["laplacian"] = w.laplacian * laplacian_loss(pred, tt.neighbours, tt.counts, tt.mouth)
+    return out
+
+
+class Clock:
+    """Seconds per step kind (data, nearest, forward, backward), synchronised on CUDA."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.seconds = device, {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        t0 = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+
+def pick_device(config: TrainConfig) -> torch.device:
+    if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise TrainError("device cuda asked for, but torch sees no CUDA device")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+@dataclass
+class Run:
+    """Everything one training run holds; `epoch()` trains one epoch of one phase."""
+
+    config: TrainConfig
+    template: Template
+    device: torch.device
+    net: FaceNet
+    model: torch.nn.Module  # the net, or its DDP wrapper
+    optimizer: torch.optim.Optimizer
+    synth: list[Samples]
+    real: list[Samples]
+    tt: TemplateTensors
+    rank: int = 0
+    world: int = 1
+
+    def epoch(self, phase_index: int, phase: Phase, epoch: int) -> dict[str, float]:
+        cfg = self.config
+        set_phase(self.net, phase.name)
+        lr = cfg.lr * 0.5 ** (epoch // cfg.lr_halve_every)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        mixed = epoch >= phase.synthetic_epochs and bool(self.real)
+        rng = np.random.default_rng([cfg.seed, phase_index, epoch])
+        synth = [(k, i) for k, s in enumerate(self.synth) for i in pick(s, phase.name)]
+        real = [(k, i) for k, s in enumerate(self.real) for i in pick(s, phase.name)] if mixed else []
+        if not synth:
+            raise TrainError(f"phase {phase.name}: no synthetic {'neutral' if phase.name == 'identity' else 'expression'} faces")
+        n_real = round(cfg.batch_size * cfg.real_fraction) if real else 0
+        n_synth = max(cfg.batch_size - n_real, 1)
+        order = [synth[j] for j in rng.permutation(len(synth))]
+        real_order = [real[j] for j in rng.permutation(len(real))] if real else []
+        batches = [order[i:i + n_synth] for i in range(0, len(order), n_synth)]
+        clock = Clock(self.device)
+        totals: dict[str, float] = {}
+        self.model.train()
+        t0 = time.perf_counter()
+        seen = 0
+        for b, part in enumerate(batches):
+            step_rng = np.random.default_rng([cfg.seed, phase_index, epoch, b])
+            reals = [real_order[(b * n_real + j) % len(real_order)] for j in range(n_real)] if real_order else []
+            if b % self.world != self.rank:
+                continue
+            with clock("data"):
+                data = [self._gather(self.synth, part, step_rng)]
+                if reals:
+                    data.append(self._gather(self.real, reals, step_rng))
+            losses = self._step(phase.name, data, len(part), clock)
+            for k, v in losses.items():
+                totals[k] = totals.get(k, 0.0) + v * (len(part) + len(reals))
+            seen += len(part) + len(reals)
+        seconds = time.perf_counter() - t0
+        metrics = {k: v / max(seen, 1) for k, v in totals.items()}
+        return metrics | {"lr": lr, "mixed": float(mixed), "samples": float(seen), "seconds": seconds,
+                          "samples_per_s": seen / seconds if seconds > 0 else 0.0} | {f"s_{k}": v for k, v in clock.seconds.items()}
+
+    def _gather(self, stores: list[Samples], picks: list[tuple[int, int]], rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        by_store: dict[int, list[int]] = {}
+        for k, i in picks:
+            by_store.setdefault(k, []).append(i)
+        parts = [stores[k].batch(np.array(ix)) for k, ix in sorted(by_store.items())]
+        batch = {a: torch.cat([p[a] for p in parts]) for a in parts[0]}
+        batch["points"], batch["normals"] = subsample(batch["points"], batch["normals"], self.config.input_points, rng)
+        return batch
+
+    def _step(self, phase: str, data: list[dict[str, torch.Tensor]], n_synth: int, clock: Clock) -> dict[str, float]:
+        points = torch.cat([d["points"] for d in data])
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" and self.config.amp
+                    else nullcontext())
+        with clock("forward"), autocast:
+            out = self.model(points, with_expression=phase != "identity")
+        pred = out["face"].float()
+        terms = supervised_loss(pred[:n_synth], data[0]["vertices"], self.tt, self.config)
+        if len(data) > 1:
+            real = unsupervised_loss(pred[n_synth:], data[1]["points"], data[1]["normals"], self.tt, self.config, clock)
+            share = (len(pred) - n_synth) / len(pred)
+            terms = {k: v * (1 - share) for k, v in terms.items()} | {k: v * share for k, v in real.items()}
+        loss = sum(terms.values())
+        with clock("backward"):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[union-attr]
+            self.optimizer.step()
+        return {k: float(v.detach()) for k, v in terms.items()} | {"loss": float(loss.detach())}  # type: ignore[union-attr]
+
+
+def schedule(config: TrainConfig) -> list[tuple[int, Phase, int]]:
+    return [(i, p, e) for i, p in enumerate(config.phases) for e in range(p.synthetic_epochs + p.mixed_epochs)]
+
+
+def save_checkpoint(path: Path, run: Run, phase_index: int, epoch: int) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": run.net.state_dict(), "optimizer": run.optimizer.state_dict(), "phase": phase_index, "epoch": epoch,
+                "template_id": run.template.id, "config": run.config.model_dump_json(), "torch_rng": torch.get_rng_state()}, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, object]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)  # never runs code from the file
+    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is one clear error
+        raise TrainError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+def build(config: TrainConfig, template: Template) -> Run:
+    torch.manual_seed(config.seed)
+    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+    device = pick_device(config)
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    net = FaceNet(len(template.vertices), config.identity_dim, config.expression_dim, config.hidden).to(device)
+    model: torch.nn.Module = net
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
+                                                          find_unused_parameters=True)
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
+    synth = [Samples(u, template, True, config, device) for u in config.synth]
+    real = [Samples(u, template, False, config, device) for u in config.scans]
+    return Run(config, template, device, net, model, optimizer, synth, real, TemplateTensors.of(template, device), rank, world)
+
+
+def train(config: TrainConfig, out: Path, resume: bool = False, log: Callable[[str], None] = print) -> list[dict[str, object]]:
+    """Run the schedule, writing `config.json`, `metrics.jsonl`, checkpoints and, at the end, the PNGs."""
+    from facepipe.pipeline.procedural import default_template
+
+    template = load_template(config.template) if config.template else default_template()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "checkpoints").mkdir(exist_ok=True)
+    last = out / "checkpoints" / "last.pt"
+    saved = out / "config.json"
+    if resume:
+        if not last.exists():
+            raise TrainError(f"{out}: nothing to resume (no checkpoints/last.pt)")
+        if saved.exists() and json.loads(saved.read_text()) != json.loads(config.model_dump_json()):
+            raise TrainError(f"{out} was trained with another config; start a new run directory")
+    elif last.exists():
+        raise TrainError(f"{out} already has a run; use --resume to continue it, or another --out")
+    run = build(config, template)
+    done = -1
+    if resume:
+        state = load_checkpoint(last)
+        if state["template_id"] != template.id:
+            raise TrainError(f"{last}: trained with template {state['template_id']}, not {template.id}")
+        run.net.load_state_dict(state["model"])  # type: ignore[arg-type]
+        run.optimizer.load_state_dict(state["optimizer"])  # type: ignore[arg-type]
+        torch.set_rng_state(state["torch_rng"])  # type: ignore[arg-type]
+        done = next(k for k, (i, _, e) in enumerate(schedule(config)) if (i, e) == (state["phase"], state["epoch"]))
+        log(f"resuming after phase {config.phases[int(state['phase'])].name} epoch {state['epoch']}")  # type: ignore[call-overload]
+    if run.rank == 0:
+        saved.write_text(config.model_dump_json(indent=2) + "\n")
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()] if resume else []
+    history = history[: done + 1]
+    try:
+        for k, (i, phase, epoch) in enumerate(schedule(config)):
+            if k <= done:
+                continue
+            metrics = run.epoch(i, phase, epoch)
+            record = {"phase": phase.name, "epoch": epoch, "step": k} | metrics
+            history.append(record)
+            if run.rank == 0:
+                with open(out / "metrics.jsonl", "w") as f:
+                    f.writelines(json.dumps(r) + "\n" for r in history)
+                save_checkpoint(last, run, i, epoch)
+                log(f"{phase.name:>10} epoch {epoch:>3}  loss {metrics['loss']:.5f}  {metrics['samples_per_s']:.1f} samples/s"
+                    + ("  (mixed)" if metrics["mixed"] else ""))
+    except KeyboardInterrupt:
+        if run.rank == 0:
+            save_checkpoint(out / "checkpoints" / "interrupted.pt", run, -1, -1)
+            log("interrupted: checkpoints/last.pt holds the last finished epoch; --resume continues from it")
+        raise
+    if run.rank == 0:
+        from facepipe.models.plots import plot_losses, plot_predictions
+
+        plot_losses(history, out / "losses.png")
+        plot_predictions(run, out / "predictions.png")
+        torch.save({"model": run.net.state_dict(), "template_id": template.id, "config": config.model_dump_json()},
+                   out / "model.pt")
+    return history
+

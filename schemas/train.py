@@ -1,0 +1,60 @@
+"""`facepipe train` settings: data, network size, losses, the three-phase schedule, engineering."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Phase(BaseModel):
+    """One phase of paper 1's schedule: some epochs on synthetic faces only, then some mixed with real scans."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Literal["identity", "expression", "joint"]
+    synthetic_epochs: int = Field(10, ge=0)
+    mixed_epochs: int = Field(10, ge=0)
+
+
+class LossWeights(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    normal: float = Field(1.6e-4, ge=0)
+    edge: float = Field(1.6e-4, ge=0)
+    laplacian: float = Field(0.005, ge=0, description="mouth-region Laplacian, real scans")
+    chamfer_threshold: float = Field(0.001, gt=0, description="pairs with a larger squared distance (template units) are ignored")
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    synth: list[str] = Field(min_length=1, description="synth stores (ground-truth correspondence)")
+    scans: list[str] = Field(default_factory=list, description="scans stores (raw scans, unsupervised losses)")
+    template: str | None = Field(None, description="template .npz; default: the procedural model's (must match the stores)")
+    identity_dim: int = Field(512, ge=1)
+    expression_dim: int = Field(512, ge=1)
+    hidden: int = Field(1024, ge=1)
+    input_points: int | None = Field(None, ge=16, description="points drawn per sample each step (None: all)")
+    batch_size: int = Field(16, ge=1)
+    real_fraction: float = Field(0.5, ge=0, le=1, description="share of real scans in a mixed batch")
+    lr: float = Field(1e-4, gt=0)
+    lr_halve_every: int = Field(5, ge=1, description="epochs; the schedule restarts with each phase")
+    phases: tuple[Phase, ...] = (Phase(name="identity"), Phase(name="expression"), Phase(name="joint"))
+    weights: LossWeights = LossWeights()
+    neutral_codes: tuple[str, ...] = Field(("neutral", "NE", "N", ""), description="expression values that mean a neutral face")
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = Field(True, description="bf16 autocast on CUDA")
+    memory_limit_gb: float = Field(8.0, gt=0, description="hold the data on the device below this size, else stream it")
+    preview_samples: int = Field(4, ge=0)
+
+
+def tiny_preset(synth: list[str], scans: list[str]) -> TrainConfig:
+    """Trains on the example data on 2 CPU cores in minutes: small codes and decoders, few points, short phases."""
+    return TrainConfig(synth=synth, scans=scans, identity_dim=64, expression_dim=32, hidden=256, input_points=1024,
+                       batch_size=8, lr=1e-3, lr_halve_every=4,
+                       phases=(Phase(name="identity", synthetic_epochs=6, mixed_epochs=2),
+                               Phase(name="expression", synthetic_epochs=3, mixed_epochs=1),
+                               Phase(name="joint", synthetic_epochs=2, mixed_epochs=1)),
+                       device="cpu")
