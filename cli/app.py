@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -378,7 +379,7 @@ def train(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     history = run_training(cfg, out, resume=resume, log=typer.echo)
-    if history:
+    if history and os.environ.get("RANK", "0") == "0":  # under torchrun, one summary
         first, last = history[0], history[-1]
         typer.echo(f"{out}\n  epochs     {len(history)}\n  loss       {first['loss']:.5f} -> {last['loss']:.5f}\n"
                    f"  outputs    metrics.jsonl, losses.png, predictions.png, model.pt, checkpoints/")
@@ -464,3 +465,7 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted: what was written is kept; the same command resumes", err=True)
         sys.exit(130)
+
+
+if __name__ == "__main__":  # torchrun -m facepipe.cli.app ...
+    main()

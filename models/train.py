@@ -191,6 +191,8 @@ class Run:
         order = [synth[j] for j in rng.permutation(len(synth))]
         real_order = [real[j] for j in rng.permutation(len(real))] if real else []
         batches = [order[i:i + n_synth] for i in range(0, len(order), n_synth)]
+        if self.world > 1:  # every rank must take the same number of steps, or the gradient all-reduce waits forever
+            batches = [batches[k % len(batches)] for k in range(max(len(batches) // self.world, 1) * self.world)]
         clock = Clock(self.device)
         totals: dict[str, float] = {}
         self.model.train()

@@ -1,0 +1,147 @@
+"""Training: phase freezing, exact resume after an interruption, a tiny run that learns, guards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from facepipe.models import train as train_mod
+from facepipe.models.network import FaceNet
+from facepipe.models.train import TrainError, set_phase, train
+from facepipe.pipeline.ingest import run_ingest
+from facepipe.pipeline.procedural import default_template, procedural_model
+from facepipe.pipeline.sample_data import write_example_dataset
+from facepipe.pipeline.synth import run_synth
+from facepipe.pipeline.template import template_selection
+from facepipe.schemas.synth import SynthConfig
+from facepipe.schemas.train import Phase, TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    folder = tmp_path_factory.mktemp("train")
+    model = procedural_model()
+    selection, _ = template_selection(model)
+    synth = str(folder / "synth.zarr")
+    run_synth(model, default_template(), selection, synth,
+              SynthConfig(model="procedural", model_id=model.id, identities=8, expressions=1, n_points=1024), processes=False)
+    write_example_dataset(folder / "data" / "example", subjects=1)
+    (folder / "catalog.yaml").write_text((REPO / "data_catalog.yaml").read_text())
+    scans = str(folder / "scans.zarr")
+    run_ingest("example", folder / "catalog.yaml", scans, default_template(), processes=False, overrides={"n_points": 1024})
+    return synth, scans
+
+
+def small(synth: str, scans: str, **kw: object) -> TrainConfig:
+    return TrainConfig.model_validate({
+        "synth": [synth], "scans": [scans], "identity_dim": 16, "expression_dim": 8, "hidden": 64, "input_points": 256,
+        "batch_size": 4, "lr": 1e-3, "device": "cpu", "preview_samples": 2,
+        "phases": [{"name": "identity", "synthetic_epochs": 3, "mixed_epochs": 1},
+                   {"name": "expression", "synthetic_epochs": 1, "mixed_epochs": 1},
+                   {"name": "joint", "synthetic_epochs": 1, "mixed_epochs": 1}]} | kw)
+
+
+def test_phases_freeze_what_the_paper_freezes() -> None:
+    net = FaceNet(vertices=20, identity_dim=4, expression_dim=4, hidden=8)
+    set_phase(net, "identity")
+    assert not any(p.requires_grad for p in net.expression_decoder.parameters())
+    assert all(p.requires_grad for p in net.identity_decoder.parameters()) and all(p.requires_grad for p in net.encoder.parameters())
+    set_phase(net, "expression")
+    assert not any(p.requires_grad for p in net.identity_decoder.parameters())
+    assert all(p.requires_grad for p in net.expression_decoder.parameters())
+    set_phase(net, "joint")
+    assert all(p.requires_grad for p in net.parameters())
+
+
+def test_a_tiny_run_learns_and_writes_its_outputs(stores: tuple[str, str], tmp_path: Path) -> None:
+    cfg = small(*stores, phases=[{"name": "identity", "synthetic_epochs": 8, "mixed_epochs": 1},
+                                 {"name": "expression", "synthetic_epochs": 1, "mixed_epochs": 1},
+                                 {"name": "joint", "synthetic_epochs": 1, "mixed_epochs": 1}])
+    history = train(cfg, tmp_path / "run", log=lambda _: None)
+    assert len(history) == 13 and [h["phase"] for h in history[:9]] == ["identity"] * 9
+    identity = [h for h in history if h["phase"] == "identity" and not h["mixed"]]
+    assert identity[-1]["vertex"] < 0.7 * identity[0]["vertex"]  # the supervised vertex error falls
+    mixed = [h for h in history if h["mixed"]]
+    assert mixed and all("chamfer" in h and np.isfinite(h["chamfer"]) for h in mixed)
+    for name in ("config.json", "metrics.jsonl", "losses.png", "predictions.png", "model.pt", "checkpoints/last.pt"):
+        assert (tmp_path / "run" / name).stat().st_size > 0, name
+    state = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    assert state["template_id"] == default_template().id
+
+
+def test_the_expression_phase_leaves_the_identity_decoder_alone(stores: tuple[str, str], tmp_path: Path) -> None:
+    cfg = small(*stores, phases=[{"name": "identity", "synthetic_epochs": 1, "mixed_epochs": 0},
+                                 {"name": "expression", "synthetic_epochs": 2, "mixed_epochs": 0}])
+    train(cfg, tmp_path / "a", log=lambda _: None)
+    cfg1 = small(*stores, phases=[{"name": "identity", "synthetic_epochs": 1, "mixed_epochs": 0}])
+    train(cfg1, tmp_path / "b", log=lambda _: None)
+    a = torch.load(tmp_path / "a" / "model.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "model.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("identity_decoder."))
+    assert not all(torch.equal(a[k], b[k]) for k in a if k.startswith("expression_decoder."))
+
+
+def test_resume_after_an_interruption_ends_exactly_where_an_uninterrupted_run_does(
+        stores: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = small(*stores)
+    full = train(cfg, tmp_path / "full", log=lambda _: None)
+    real_epoch = train_mod.Run.epoch
+    calls = {"n": 0}
+
+    def interrupted(self: train_mod.Run, *args: object) -> dict[str, float]:
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real_epoch(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(train_mod.Run, "epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "cut", log=lambda _: None)
+    assert (tmp_path / "cut" / "checkpoints" / "interrupted.pt").exists()
+    monkeypatch.setattr(train_mod.Run, "epoch", real_epoch)
+    with pytest.raises(TrainError, match="already has a run"):
+        train(cfg, tmp_path / "cut", log=lambda _: None)
+    resumed = train(cfg, tmp_path / "cut", resume=True, log=lambda _: None)
+    assert [h["loss"] for h in resumed] == [h["loss"] for h in full]
+    a = torch.load(tmp_path / "full" / "model.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "cut" / "model.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(TrainError, match="another config"):
+        train(small(*stores, lr=5e-4), tmp_path / "cut", resume=True, log=lambda _: None)
+
+
+def test_guards(stores: tuple[str, str], tmp_path: Path) -> None:
+    synth, scans = stores
+    with pytest.raises(TrainError, match="without ground-truth vertices"):
+        train(small(scans, scans), tmp_path / "x", log=lambda _: None)
+    other = tmp_path / "other.npz"
+    from facepipe.pipeline.template import template_from_model
+
+    template_from_model(procedural_model(), target_vertices=4000).save(other)
+    with pytest.raises(TrainError, match="was made with template"):
+        train(small(synth, scans, template=str(other)), tmp_path / "y", log=lambda _: None)
+    with pytest.raises(TrainError, match="nothing to resume"):
+        train(small(synth, scans), tmp_path / "z", resume=True, log=lambda _: None)
+    assert Phase(name="joint").synthetic_epochs == 10  # the paper's schedule is the default
+
+
+@pytest.mark.slow
+def test_two_process_ddp_run_with_torchrun(stores: tuple[str, str], tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    cfg = small(*stores)
+    (tmp_path / "train.json").write_text(cfg.model_dump_json())
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    run = subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "facepipe.cli.app", "train", "--config", "train.json",
+                          "--out", "run"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("epochs     8") == 1  # one summary, from rank 0
+    history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(history) == 8 and history[-1]["loss"] < history[0]["loss"]
