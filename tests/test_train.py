@@ -145,3 +145,10 @@ def test_two_process_ddp_run_with_torchrun(stores: tuple[str, str], tmp_path: Pa
     assert run.stdout.count("epochs     8") == 1  # one summary, from rank 0
     history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(history) == 8 and history[-1]["loss"] < history[0]["loss"]
+
+
+def test_stores_over_the_memory_limit_are_streamed_with_the_same_result(stores: tuple[str, str], tmp_path: Path) -> None:
+    one_phase = [{"name": "identity", "synthetic_epochs": 1, "mixed_epochs": 1}]
+    held = train(small(*stores, phases=one_phase), tmp_path / "held", log=lambda _: None)
+    streamed = train(small(*stores, phases=one_phase, memory_limit_gb=1e-9), tmp_path / "streamed", log=lambda _: None)
+    assert [h["loss"] for h in streamed] == pytest.approx([h["loss"] for h in held], rel=1e-6)
