@@ -54,6 +54,24 @@ def nearest(query: torch.Tensor, points: torch.Tensor, chunk: int = 4096) -> tor
         return torch.stack(idx)
 
 
+def ray_partners(pred: torch.Tensor, normals: torch.Tensor, points: torch.Tensor, k: int = 16) -> torch.Tensor:
+    """(B, V) index of the scan point where the line along each predicted normal meets the scan: of the
+    vertex's `k` nearest scan points, the one closest to that line. Better partners than the closest
+    point where the surface curves (paper 1's refinement), still without gradient."""
+    with torch.no_grad():
+        k = min(k, points.shape[1])
+        if pred.device.type == "cpu":
+            cand = torch.as_tensor(np.stack([cKDTree(p.numpy()).query(q.numpy(), k=k, workers=1)[1].reshape(len(q), k)
+                                             for q, p in zip(pred.detach(), points.detach(), strict=True)]), dtype=torch.long)
+        else:
+            cand = torch.stack([torch.cdist(q[None], p[None])[0].topk(k, largest=False).indices for q, p in zip(pred, points, strict=True)])
+        pts = torch.gather(points[:, None].expand(-1, pred.shape[1], -1, -1), 2, cand[..., None].expand(-1, -1, -1, 3))
+        rel = pts - pred[:, :, None]
+        n = normals[:, :, None]
+        off_line = (rel - (rel * n).sum(-1, keepdim=True) * n).norm(dim=-1)
+        return torch.gather(cand, 2, off_line.argmin(-1, keepdim=True))[..., 0]
+
+
 def gather(points: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.gather(points, 1, index[..., None].expand(-1, -1, points.shape[-1]))
 

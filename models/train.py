@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from facepipe.models.losses import (chamfer, edge_lengths, edge_loss, gather, laplacian_loss, neighbour_table, normal_loss,
-                                    vertex_l1, vertex_normals)
+                                    ray_partners, vertex_l1, vertex_normals)
 from facepipe.models.network import FaceNet
 from facepipe.models.store_dataset import StoreDataset
 from facepipe.pipeline.errors import FacepipeError
@@ -121,12 +121,15 @@ def supervised_loss(pred: torch.Tensor, target: torch.Tensor, tt: TemplateTensor
 
 
 def unsupervised_loss(pred: torch.Tensor, points: torch.Tensor, normals: torch.Tensor, tt: TemplateTensors,
-                      config: TrainConfig, clock: Clock) -> dict[str, torch.Tensor]:
+                      config: TrainConfig, clock: Clock, normal_rays: bool = False) -> dict[str, torch.Tensor]:
     w = config.weights
+    pred_normals = vertex_normals(pred, tt.triangles)
     with clock("nearest"):
-        cd, p2s = chamfer(pred, points, w.chamfer_threshold)
+        cd, partners = chamfer(pred, points, w.chamfer_threshold)
+        if normal_rays:
+            partners = ray_partners(pred, pred_normals, points)
     out = {"chamfer": cd,
-           "scan_normal": w.normal * normal_loss(vertex_normals(pred, tt.triangles), gather(normals, p2s)),
+           "scan_normal": w.normal * normal_loss(pred_normals, gather(normals, partners)),
            "template_edge": w.edge * edge_loss(pred, tt.lengths.expand(len(pred), -1), tt.edges)}
     if len(tt.mouth):
         out["laplacian"] = w.laplacian * laplacian_loss(pred, tt.neighbours, tt.counts, tt.mouth)
@@ -174,6 +177,8 @@ class Run:
     rank: int = 0
     world: int = 1
 
+    normal_rays: bool = False  # switched on for good once the Chamfer saturates (see `saturated`)
+
     def epoch(self, phase_index: int, phase: Phase, epoch: int) -> dict[str, float]:
         cfg = self.config
         set_phase(self.net, phase.name)
@@ -213,7 +218,7 @@ class Run:
             seen += len(part) + len(reals)
         seconds = time.perf_counter() - t0
         metrics = {k: v / max(seen, 1) for k, v in totals.items()}
-        return metrics | {"lr": lr, "mixed": float(mixed), "samples": float(seen), "seconds": seconds,
+        return metrics | {"lr": lr, "mixed": float(mixed), "normal_rays": float(self.normal_rays and mixed), "samples": float(seen), "seconds": seconds,
                           "samples_per_s": seen / seconds if seconds > 0 else 0.0} | {f"s_{k}": v for k, v in clock.seconds.items()}
 
     def _gather(self, stores: list[Samples], picks: list[tuple[int, int]], rng: np.random.Generator) -> dict[str, torch.Tensor]:
@@ -234,7 +239,8 @@ class Run:
         pred = out["face"].float()
         terms = supervised_loss(pred[:n_synth], data[0]["vertices"], self.tt, self.config)
         if len(data) > 1:
-            real = unsupervised_loss(pred[n_synth:], data[1]["points"], data[1]["normals"], self.tt, self.config, clock)
+            real = unsupervised_loss(pred[n_synth:], data[1]["points"], data[1]["normals"], self.tt, self.config, clock,
+                                     self.normal_rays)
             share = (len(pred) - n_synth) / len(pred)
             terms = {k: v * (1 - share) for k, v in terms.items()} | {k: v * share for k, v in real.items()}
         loss = sum(terms.values())
@@ -243,6 +249,12 @@ class Run:
             loss.backward()  # type: ignore[union-attr]
             self.optimizer.step()
         return {k: float(v.detach()) for k, v in terms.items()} | {"loss": float(loss.detach())}  # type: ignore[union-attr]
+
+
+def saturated(history: list[dict[str, object]], epochs: int, tolerance: float) -> bool:
+    """Whether the Chamfer loss of the last `epochs` + 1 mixed epochs fell by less than `tolerance` (relative)."""
+    values = [float(h["chamfer"]) for h in history if h.get("mixed") and "chamfer" in h][-(epochs + 1):]  # type: ignore[arg-type]
+    return len(values) == epochs + 1 and values[0] > 0 and (values[0] - values[-1]) / values[0] < tolerance
 
 
 def schedule(config: TrainConfig) -> list[tuple[int, Phase, int]]:
@@ -315,6 +327,8 @@ def train(config: TrainConfig, out: Path, resume: bool = False, log: Callable[[s
         for k, (i, phase, epoch) in enumerate(schedule(config)):
             if k <= done:
                 continue
+            w = config.weights
+            run.normal_rays = w.normal_rays and (run.normal_rays or saturated(history, w.saturation_epochs, w.saturation_tolerance))
             metrics = run.epoch(i, phase, epoch)
             record = {"phase": phase.name, "epoch": epoch, "step": k} | metrics
             history.append(record)

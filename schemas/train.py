@@ -24,6 +24,9 @@ class LossWeights(BaseModel):
     edge: float = Field(1.6e-4, ge=0)
     laplacian: float = Field(0.005, ge=0, description="mouth-region Laplacian, real scans")
     chamfer_threshold: float = Field(0.001, gt=0, description="pairs with a larger squared distance (template units) are ignored")
+    normal_rays: bool = Field(True, description="once the mixed-epoch Chamfer saturates, take normal-loss partners by normal-ray intersection")
+    saturation_epochs: int = Field(3, ge=1, description="saturated: over this many mixed epochs the Chamfer fell by less than")
+    saturation_tolerance: float = Field(0.01, ge=0, description="... this fraction")
 
 
 class TrainConfig(BaseModel):

@@ -79,3 +79,15 @@ def test_edge_normal_vertex_and_laplacian_losses_on_known_cases() -> None:
     bumped = v.clone()
     bumped[0, 5 * 12 + 5, 2] = 0.3
     assert laplacian_loss(bumped, table, counts, interior).item() > 0
+
+
+def test_normal_ray_partners_follow_the_normal_not_the_closest_point() -> None:
+    from facepipe.models.losses import ray_partners
+
+    v, _, _ = grid(n=41, h=0.05)  # a plane z = 0 from (0, 0) to (2, 2)
+    scan = v.float()
+    pred = torch.tensor([[[1.0, 1.0, 0.3]]])
+    tilted = torch.nn.functional.normalize(torch.tensor([[[0.6, 0.0, 0.8]]]), dim=-1)
+    hit = scan[0, ray_partners(pred, tilted, scan, k=200)[0, 0]]
+    assert torch.allclose(hit, torch.tensor([1.0 - 0.3 * 0.75, 1.0, 0.0]), atol=0.026)  # where the line meets the plane
+    assert torch.allclose(scan[0, nearest(pred, scan)[0, 0]], torch.tensor([1.0, 1.0, 0.0]))  # the closest point differs

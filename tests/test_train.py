@@ -152,3 +152,19 @@ def test_stores_over_the_memory_limit_are_streamed_with_the_same_result(stores: 
     held = train(small(*stores, phases=one_phase), tmp_path / "held", log=lambda _: None)
     streamed = train(small(*stores, phases=one_phase, memory_limit_gb=1e-9), tmp_path / "streamed", log=lambda _: None)
     assert [h["loss"] for h in streamed] == pytest.approx([h["loss"] for h in held], rel=1e-6)
+
+
+def test_saturation_switches_on_normal_rays() -> None:
+    from facepipe.models.train import saturated
+
+    falling = [{"mixed": 1.0, "chamfer": c} for c in (1.0, 0.8, 0.6, 0.5)]
+    flat = [{"mixed": 1.0, "chamfer": c} for c in (0.5, 0.499, 0.498, 0.4975)]
+    assert not saturated(falling, 3, 0.01) and saturated(falling + flat, 3, 0.01)
+    assert not saturated(flat[:2], 3, 0.01)  # too few mixed epochs to tell
+
+
+def test_a_run_switches_to_normal_rays_once_saturated(stores: tuple[str, str], tmp_path: Path) -> None:
+    cfg = small(*stores, weights={"saturation_epochs": 1, "saturation_tolerance": 10.0})  # saturated after two mixed epochs
+    history = train(cfg, tmp_path / "run", log=lambda _: None)
+    rays = [h["normal_rays"] for h in history if h["mixed"]]
+    assert rays == [0.0, 0.0, 1.0] and np.isfinite(history[-1]["scan_normal"])
