@@ -293,7 +293,7 @@ def build(config: TrainConfig, template: Template) -> Run:
 
 
 def train(config: TrainConfig, out: Path, resume: bool = False, log: Callable[[str], None] = print) -> list[dict[str, object]]:
-    """Run the schedule, writing `config.json`, `metrics.jsonl`, checkpoints and, at the end, the PNGs."""
+    """Run the schedule, writing `config.json`, `metrics.jsonl`, TensorBoard scalars, checkpoints and, at the end, the PNGs."""
     from facepipe.pipeline.procedural import default_template
 
     template = load_template(config.template) if config.template else default_template()
@@ -323,6 +323,11 @@ def train(config: TrainConfig, out: Path, resume: bool = False, log: Callable[[s
         saved.write_text(config.model_dump_json(indent=2) + "\n")
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()] if resume else []
     history = history[: done + 1]
+    writer = None
+    if run.rank == 0:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out / "tensorboard"), purge_step=done + 1)  # a resumed run drops what came after
     try:
         for k, (i, phase, epoch) in enumerate(schedule(config)):
             if k <= done:
@@ -336,13 +341,20 @@ def train(config: TrainConfig, out: Path, resume: bool = False, log: Callable[[s
                 with open(out / "metrics.jsonl", "w") as f:
                     f.writelines(json.dumps(r) + "\n" for r in history)
                 save_checkpoint(last, run, i, epoch)
+                for key, value in metrics.items():
+                    writer.add_scalar(key, value, k)  # type: ignore[union-attr]
+                writer.flush()  # type: ignore[union-attr]
                 log(f"{phase.name:>10} epoch {epoch:>3}  loss {metrics['loss']:.5f}  {metrics['samples_per_s']:.1f} samples/s"
                     + ("  (mixed)" if metrics["mixed"] else ""))
     except KeyboardInterrupt:
+        if writer is not None:
+            writer.close()
         if run.rank == 0:
             save_checkpoint(out / "checkpoints" / "interrupted.pt", run, -1, -1)
             log("interrupted: checkpoints/last.pt holds the last finished epoch; --resume continues from it")
         raise
+    if writer is not None:
+        writer.close()
     if run.rank == 0:
         from facepipe.models.plots import plot_losses, plot_predictions
 

@@ -70,6 +70,11 @@ def test_a_tiny_run_learns_and_writes_its_outputs(stores: tuple[str, str], tmp_p
     assert mixed and all("chamfer" in h and np.isfinite(h["chamfer"]) for h in mixed)
     for name in ("config.json", "metrics.jsonl", "losses.png", "predictions.png", "model.pt", "checkpoints/last.pt"):
         assert (tmp_path / "run" / name).stat().st_size > 0, name
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("loss")] == list(range(13))
     state = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
     assert state["template_id"] == default_template().id
 
