@@ -43,10 +43,13 @@ def edge_loss(pred: torch.Tensor, reference_lengths: torch.Tensor, edges: torch.
     return (edge_lengths(pred, edges) / reference_lengths.clamp_min(1e-12) - 1.0).abs().mean()
 
 
-def nearest(query: torch.Tensor, points: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-    """(B, Q) index of the nearest of `points` (B, P, 3) for each query point, without gradient."""
+def nearest(query: torch.Tensor, points: torch.Tensor, chunk: int = 4096, method: str = "auto") -> torch.Tensor:
+    """(B, Q) index of the nearest of `points` (B, P, 3) for each query point, without gradient.
+
+    `method`: "tree" (scipy k-d tree, CPU), "cdist" (chunked torch.cdist, the GPU way), "auto" by device.
+    """
     with torch.no_grad():
-        if query.device.type == "cpu":
+        if method == "tree" or (method == "auto" and query.device.type == "cpu"):
             out = [cKDTree(p.numpy()).query(q.numpy(), workers=1)[1] for q, p in zip(query.detach(), points.detach(), strict=True)]
             return torch.as_tensor(np.stack(out), dtype=torch.long)
         idx = [torch.cat([torch.cdist(q[None, i:i + chunk], p[None])[0].argmin(-1) for i in range(0, len(q), chunk)])
@@ -54,13 +57,13 @@ def nearest(query: torch.Tensor, points: torch.Tensor, chunk: int = 4096) -> tor
         return torch.stack(idx)
 
 
-def ray_partners(pred: torch.Tensor, normals: torch.Tensor, points: torch.Tensor, k: int = 16) -> torch.Tensor:
+def ray_partners(pred: torch.Tensor, normals: torch.Tensor, points: torch.Tensor, k: int = 16, method: str = "auto") -> torch.Tensor:
     """(B, V) index of the scan point where the line along each predicted normal meets the scan: of the
     vertex's `k` nearest scan points, the one closest to that line. Better partners than the closest
     point where the surface curves (paper 1's refinement), still without gradient."""
     with torch.no_grad():
         k = min(k, points.shape[1])
-        if pred.device.type == "cpu":
+        if method == "tree" or (method == "auto" and pred.device.type == "cpu"):
             cand = torch.as_tensor(np.stack([cKDTree(p.numpy()).query(q.numpy(), k=k, workers=1)[1].reshape(len(q), k)
                                              for q, p in zip(pred.detach(), points.detach(), strict=True)]), dtype=torch.long)
         else:

@@ -62,6 +62,7 @@ def test_nearest_matches_brute_force() -> None:
     rng = torch.Generator().manual_seed(3)
     a, b = torch.rand(2, 200, 3, generator=rng), torch.rand(2, 150, 3, generator=rng)
     assert torch.equal(nearest(a, b), torch.cdist(a, b).argmin(-1))
+    assert torch.equal(nearest(a, b, chunk=64, method="cdist"), nearest(a, b, method="tree"))  # the GPU way, run on CPU
 
 
 def test_edge_normal_vertex_and_laplacian_losses_on_known_cases() -> None:
@@ -89,5 +90,6 @@ def test_normal_ray_partners_follow_the_normal_not_the_closest_point() -> None:
     pred = torch.tensor([[[1.0, 1.0, 0.3]]])
     tilted = torch.nn.functional.normalize(torch.tensor([[[0.6, 0.0, 0.8]]]), dim=-1)
     hit = scan[0, ray_partners(pred, tilted, scan, k=200)[0, 0]]
+    assert torch.equal(ray_partners(pred, tilted, scan, k=200, method="cdist"), ray_partners(pred, tilted, scan, k=200, method="tree"))
     assert torch.allclose(hit, torch.tensor([1.0 - 0.3 * 0.75, 1.0, 0.0]), atol=0.026)  # where the line meets the plane
     assert torch.allclose(scan[0, nearest(pred, scan)[0, 0]], torch.tensor([1.0, 1.0, 0.0]))  # the closest point differs
