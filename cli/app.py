@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+import numpy as np
+
 from facepipe.pipeline.errors import FacepipeError
 
 if TYPE_CHECKING:
@@ -383,6 +385,89 @@ def train(
         first, last = history[0], history[-1]
         typer.echo(f"{out}\n  epochs     {len(history)}\n  loss       {first['loss']:.5f} -> {last['loss']:.5f}\n"
                    f"  outputs    metrics.jsonl, losses.png, predictions.png, model.pt, checkpoints/")
+
+
+@app.command()
+def correspond(
+    inputs: Annotated[list[str], typer.Option("--in", help="a scans/synth store, a catalog dataset name, or scan files (repeatable)")],
+    out: Annotated[Path, typer.Option(help="folder for the meshes and index.csv")],
+    checkpoint: Annotated[Path | None, typer.Option(help="run directory (model.pt) or checkpoint file; needed for learned")] = None,
+    method: Annotated[str, typer.Option(help="learned | nicp")] = "learned",
+    fmt: Annotated[str, typer.Option("--format", help="ply | obj")] = "ply",
+    batch: Annotated[int, typer.Option(min=1, help="scans per network call")] = 8,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    colour: Annotated[bool, typer.Option("--colour", help="colour vertices by their distance to the scan (0-5 mm)")] = False,
+    limit: Annotated[int | None, typer.Option(min=1, help="only the first N scans")] = None,
+    catalog: CatalogOpt = Path("data_catalog.yaml"),
+    template: TemplateOpt = None,
+) -> None:
+    """Dense correspondence: one mesh per scan in template topology, in the scan's frame and units."""
+    from facepipe.models.correspond import Predictor, correspond as run_correspond, file_items, store_items
+    from facepipe.pipeline.procedural import default_template
+    from facepipe.pipeline.store import store_state
+    from facepipe.pipeline.template import load_template
+
+    if method not in ("learned", "nicp"):
+        raise typer.BadParameter(f"unknown method {method!r} (learned or nicp)")
+    predictor = Predictor.load(checkpoint, device) if checkpoint else None
+    if method == "learned" and predictor is None:
+        raise typer.BadParameter("the learned method needs --checkpoint (a run directory or model file)")
+    tpl = predictor.template if predictor else load_template(template) if template else default_template()
+    if len(inputs) == 1 and store_state(inputs[0]) == "store":
+        items = store_items(inputs[0], limit)
+    else:
+        paths = [Path(p) for p in inputs if Path(p).is_file()]
+        if len(paths) != len(inputs):
+            from facepipe.pipeline.catalog import get_entry, load_catalog
+            from facepipe.pipeline.ingest import list_samples
+
+            if len(inputs) != 1:
+                raise typer.BadParameter(f"not files: {[p for p in inputs if not Path(p).is_file()]}")
+            root, ids = list_samples(inputs[0], get_entry(load_catalog(catalog), inputs[0]), catalog.parent, limit)
+            paths = [root / i for i in ids]
+        items = file_items(paths[:limit], tpl)
+    rows = run_correspond(items, tpl, out, method, predictor, fmt, batch, colour)
+    done = [r for r in rows if r["output"]]
+    typer.echo(f"{out}\n  meshes     {len(done)} ({method}, {len(tpl.vertices)} vertices each), index.csv")
+    if done:
+        typer.echo(f"  per scan   {np.mean([float(r['seconds']) for r in done]) * 1e3:.1f} ms, residual "
+                   f"{np.mean([float(r['residual_mm']) for r in done]):.2f} mm")
+    for r in rows:
+        if r.get("error"):
+            typer.echo(f"  failed     {r['error']}")
+
+
+@app.command()
+def evaluate(
+    store: Annotated[str, typer.Option("--in", help="a synth store (dense ground truth) or a scans store")],
+    out: Annotated[Path, typer.Option(help="folder for report.json, samples.csv and the plots")],
+    checkpoint: Annotated[Path | None, typer.Option(help="run directory or checkpoint; omit with --method nicp")] = None,
+    method: Annotated[str, typer.Option(help="learned | nicp")] = "learned",
+    limit: Annotated[int | None, typer.Option(min=1, help="only the first N samples")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    catalog: CatalogOpt = Path("data_catalog.yaml"),
+) -> None:
+    """Errors in mm: dense vertex error and NME (synth), the five landmarks, BU-3DFE regions (raw .bnd files)."""
+    from facepipe.models.correspond import Predictor
+    from facepipe.models.evaluate import evaluate as run_evaluate
+    from facepipe.pipeline.procedural import default_template
+
+    if method not in ("learned", "nicp"):
+        raise typer.BadParameter(f"unknown method {method!r} (learned or nicp)")
+    if method == "learned" and checkpoint is None:
+        raise typer.BadParameter("the learned method needs --checkpoint")
+    predictor = Predictor.load(checkpoint, device) if method == "learned" and checkpoint else None
+    summary = run_evaluate(store, predictor.template if predictor else default_template(), predictor, out, catalog, limit)
+    typer.echo(f"{store} ({summary['method']}, {summary['samples']} samples) -> {out}")
+    for key, label in (("vertex_mm", "vertex error"), ("nme", "NME"), ("five_mm", "5 landmarks")):
+        if key in summary:
+            s = summary[key]
+            unit = "" if key == "nme" else " mm"
+            typer.echo(f"  {label:<13} {s['mean']:.4f} +- {s['std']:.4f}{unit} (median {s['median']:.4f}, max {s['max']:.4f})")  # type: ignore[index]
+    for region, r in summary.get("bu3dfe_regions_mm", {}).items():  # type: ignore[union-attr]
+        typer.echo(f"  BU-3DFE {region:<15} {r['mean']:.2f} +- {r['std']:.2f} mm ({r['landmarks']} landmarks)")
+    if "bu3dfe_mean_over_regions_mm" in summary:
+        typer.echo(f"  BU-3DFE mean over regions {summary['bu3dfe_mean_over_regions_mm']:.2f} mm")
 
 
 @app.command()

@@ -1,0 +1,171 @@
+"""`facepipe correspond`: every scan as a mesh in template topology, in the scan's own frame and units.
+
+Inputs are a store (the preprocessed points with their `to_template`), a catalog dataset or raw
+files (preprocessed on the fly). The learned way runs the trained network in batches; `--method
+nicp` registers the template with non-rigid ICP instead, for comparison on the same scans. Each
+mesh is mapped back with the inverse of its stored similarity, named after its source scan, and
+listed in `index.csv` with its time and its residual (mean distance to the scan, mm).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import trimesh
+from scipy.spatial import cKDTree
+
+from facepipe.models.network import FaceNet
+from facepipe.models.train import load_checkpoint
+from facepipe.pipeline.align import apply, scale_of
+from facepipe.pipeline.errors import FacepipeError
+from facepipe.pipeline.nicp import nicp
+from facepipe.pipeline.store import OK, open_group, read_status
+from facepipe.pipeline.template import Template, load_template
+from facepipe.schemas.train import TrainConfig
+
+
+class CorrespondError(FacepipeError):
+    """A checkpoint, template or input that cannot be used."""
+
+
+@dataclass
+class Predictor:
+    """A trained network and the template it was trained with."""
+
+    net: FaceNet
+    template: Template
+    device: torch.device
+
+    @staticmethod
+    def load(path: str | Path, device: str = "auto") -> Predictor:
+        """A run directory (its model.pt) or a checkpoint file; loaded with weights_only=True."""
+        from facepipe.pipeline.procedural import default_template
+
+        p = Path(path)
+        file = p / "model.pt" if p.is_dir() else p
+        if not file.exists():
+            raise CorrespondError(f"{file}: no such checkpoint (give a run directory with model.pt, or a .pt file)")
+        state = load_checkpoint(file)
+        config = TrainConfig.model_validate_json(str(state["config"]))
+        template = load_template(config.template) if config.template else default_template()
+        if template.id != state["template_id"]:
+            raise CorrespondError(f"{file}: trained with template {state['template_id']}, but {template.id} is at hand")
+        dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
+        net = FaceNet(len(template.vertices), config.identity_dim, config.expression_dim, config.hidden)
+        net.load_state_dict(state["model"])  # type: ignore[arg-type]
+        return Predictor(net.to(dev).eval(), template, dev)
+
+    def predict(self, points: np.ndarray) -> np.ndarray:
+        """(B, P, 3) template-frame points -> (B, V, 3) template-frame faces."""
+        with torch.no_grad():
+            out = self.net(torch.as_tensor(points, dtype=torch.float32, device=self.device))["face"]
+        return out.float().cpu().numpy().astype(np.float64)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One scan to correspond: its points in the template frame, its transform back, its five."""
+
+    name: str
+    source: str
+    points: np.ndarray
+    to_template: np.ndarray
+    five: np.ndarray
+
+
+def store_items(url: str, limit: int | None = None) -> Iterator[Item]:
+    group = open_group(url, "r")
+    paths = group["source_path"][:]
+    for i in np.flatnonzero(read_status(group) == OK)[:limit]:
+        i = int(i)
+        source = str(paths[i])
+        folder, _, file = source.rpartition("/")
+        name = "__".join(part for part in (folder.replace("/", "__"), file.split(".")[0]) if part)  # no scan extension
+        yield Item(name.replace("#", "_"), source, group["points"][i].astype(np.float64),
+                   group["to_template"][i], group["landmarks"][i].astype(np.float64))
+
+
+def file_items(paths: list[Path], template: Template, n_points: int = 29_495) -> Iterator[Item | FacepipeError]:
+    """Raw scans preprocessed on the fly; a scan that fails is yielded as its error."""
+    from facepipe.pipeline.preprocess import Preprocessed, preprocess_file
+    from facepipe.pipeline.seeding import sample_rng
+    from facepipe.schemas.preprocess import PreprocessConfig
+
+    config = PreprocessConfig(n_points=n_points)
+    for path in paths:
+        out = preprocess_file(path, template, config, sample_rng(0, "correspond", path.name))
+        if isinstance(out, Preprocessed):
+            yield Item(path.name.split(".")[0], str(path), out.points.astype(np.float64), out.to_template,
+                       out.landmarks.astype(np.float64))
+        else:
+            yield FacepipeError(f"{out.path}: {out.stage}: {out.reason}")
+
+
+def distance_colours(vertices: np.ndarray, points: np.ndarray, mm_per_unit: float, max_mm: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
+    """(V,) distance of each vertex to the scan in mm and (V, 4) uint8 turbo colours (0 to `max_mm`)."""
+    dist = cKDTree(points).query(vertices)[0] * mm_per_unit
+    scaled = (np.clip(dist / max_mm, 0, 1) * 255).astype(np.uint8)
+    rgb = cv2.applyColorMap(scaled[:, None], cv2.COLORMAP_TURBO)[:, 0, ::-1]
+    return dist, np.column_stack([rgb, np.full(len(rgb), 255, np.uint8)])
+
+
+def correspond(items: Iterator[Item | FacepipeError], template: Template, out: Path, method: str = "learned",
+               predictor: Predictor | None = None, fmt: str = "ply", batch: int = 8, colour: bool = False) -> list[dict[str, object]]:
+    """Write one mesh per item and `index.csv`; returns the index rows (failures included, with their reason)."""
+    if method == "learned" and predictor is None:
+        raise CorrespondError("the learned method needs --checkpoint")
+    if fmt not in ("ply", "obj"):
+        raise CorrespondError(f"unknown mesh format {fmt!r} (ply or obj)")
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, object]] = []
+    pending: list[Item] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        t0 = time.perf_counter()
+        if method == "learned":
+            faces = predictor.predict(np.stack([it.points for it in pending]))  # type: ignore[union-attr]
+        else:
+            faces = np.stack([nicp(template, it.points, it.five) for it in pending])
+        each = (time.perf_counter() - t0) / len(pending)
+        for it, face in zip(pending, faces, strict=True):
+            rows.append(_export(it, face, template, out, fmt, colour, method, each))
+        pending.clear()
+
+    for item in items:
+        if isinstance(item, FacepipeError):
+            rows.append({"source": str(item).split(":")[0], "output": "", "method": method, "seconds": 0.0, "residual_mm": "",
+                         "error": str(item)})
+            continue
+        pending.append(item)
+        if len(pending) >= (batch if method == "learned" else 1):
+            flush()
+    flush()
+    with open(out / "index.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["source", "output", "method", "seconds", "residual_mm", "error"])
+        writer.writeheader()
+        writer.writerows({"error": ""} | r for r in rows)
+    (out / "template.json").write_text(json.dumps({"template": template.name, "id": template.id,
+                                                   "vertices": len(template.vertices), "triangles": len(template.triangles)}))
+    return rows
+
+
+def _export(item: Item, face: np.ndarray, template: Template, out: Path, fmt: str, colour: bool, method: str,
+            seconds: float) -> dict[str, object]:
+    mm = 1.0 / scale_of(item.to_template)
+    dist, colours = distance_colours(face, item.points, mm)
+    mesh = trimesh.Trimesh(apply(np.linalg.inv(item.to_template), face), template.triangles, process=False,
+                           vertex_colors=colours if colour else None)
+    path = out / f"{item.name}.{fmt}"
+    mesh.export(path)
+    return {"source": item.source, "output": path.name, "method": method, "seconds": round(seconds, 6),
+            "residual_mm": round(float(dist.mean()), 4)}

@@ -1,0 +1,143 @@
+"""`facepipe evaluate`: how far a correspondence method lands from the truth, in mm.
+
+For every ok sample of a store the method (the trained network, or NICP) predicts the face in
+template topology; then: the dense vertex error and NME where the store has ground truth (synth),
+the error of the five alignment landmarks (every store), and the BU-3DFE landmark error per region
+where the raw scan has a `.bnd` (read through the catalog). Tables go to the terminal, CSV and
+JSON; plots are a per-region bar chart and a heat map of the mean vertex error on the template.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facepipe.models.correspond import Item, Predictor, store_items
+from facepipe.pipeline.align import apply, scale_of
+from facepipe.pipeline.catalog import get_entry, load_catalog, resolve_root
+from facepipe.pipeline.errors import CatalogError, FacepipeError
+from facepipe.pipeline.evaluation import mm_errors, nme, region_errors
+from facepipe.pipeline.io.registry import read_scan
+from facepipe.pipeline.nicp import landmark_vertices, nicp
+from facepipe.pipeline.render import Raycaster, frontal_camera
+from facepipe.pipeline.store import open_group, read_plan
+from facepipe.pipeline.template import Template
+
+
+def predict(items: list[Item], template: Template, predictor: Predictor | None, batch: int = 8) -> np.ndarray:
+    if predictor is None:
+        return np.stack([nicp(template, it.points, it.five) for it in items])
+    return np.concatenate([predictor.predict(np.stack([it.points for it in items[i:i + batch]])) for i in range(0, len(items), batch)])
+
+
+def bu3dfe_truth(root: Path | None, item: Item) -> np.ndarray | None:
+    """The scan's 83 annotated landmarks in the template frame, when its raw file has a .bnd."""
+    if root is None:
+        return None
+    try:
+        scan = read_scan(root / item.source, texture=False)
+    except FacepipeError:
+        return None
+    if scan.landmarks is None or scan.landmarks.source != "bnd" or len(scan.landmarks) != 83:
+        return None
+    return apply(item.to_template, scan.landmarks.points)
+
+
+def dataset_root(url: str, catalog: Path) -> Path | None:
+    dataset = read_plan(open_group(url, "r"), url).dataset
+    try:
+        return resolve_root(dataset, get_entry(load_catalog(catalog), dataset), catalog.parent)
+    except CatalogError:
+        return None
+
+
+def evaluate(url: str, template: Template, predictor: Predictor | None, out: Path, catalog: Path = Path("data_catalog.yaml"),
+             limit: int | None = None) -> dict[str, object]:
+    group = open_group(url, "r")
+    items = list(store_items(url, limit))
+    if not items:
+        raise FacepipeError(f"{url}: no finished sample to evaluate")
+    preds = predict(items, template, predictor)
+    five_ids = landmark_vertices(template)
+    bu_ids = template.regions.get("bu3dfe83")
+    root = dataset_root(url, catalog)
+    has_truth = "vertices" in group
+    index = {str(p): i for i, p in enumerate(group["source_path"][:])}
+    rows, dense_sum, dense_count = [], np.zeros(len(template.vertices)), 0
+    bu_err, bu_ok = [], []
+    for item, pred in zip(items, preds, strict=True):
+        scale = scale_of(item.to_template)
+        row: dict[str, object] = {"source": item.source, "five_mm": float(mm_errors(pred[five_ids], item.five, scale).mean())}
+        if has_truth:
+            truth = group["vertices"][index[item.source]].astype(np.float64)
+            per_vertex = mm_errors(pred, truth, scale)
+            dense_sum += per_vertex
+            dense_count += 1
+            row |= {"vertex_mm": float(per_vertex.mean()), "nme": nme(pred, truth, item.five[:2])}
+        lm = bu3dfe_truth(root, item) if bu_ids is not None else None
+        if lm is not None:
+            ok = (bu_ids >= 0) & np.isfinite(lm).all(1)
+            err = np.full(83, np.nan)
+            err[ok] = mm_errors(pred[bu_ids[ok]], lm[ok], scale)
+            bu_err.append(err)
+            bu_ok.append(ok)
+            row["bu3dfe_mm"] = float(np.nanmean(err))
+        rows.append(row)
+    summary: dict[str, object] = {"store": url, "method": "nicp" if predictor is None else "learned", "samples": len(rows),
+                                  "template": template.id, "five_mm": _stats([r["five_mm"] for r in rows])}
+    if has_truth:
+        summary |= {"vertex_mm": _stats([r["vertex_mm"] for r in rows]), "nme": _stats([r["nme"] for r in rows])}
+    if bu_err:
+        regions = region_errors(np.array(bu_err), np.array(bu_ok))
+        summary["bu3dfe_regions_mm"] = {k: {"mean": m, "std": s, "landmarks": n} for k, (m, s, n) in regions.items()}
+        summary["bu3dfe_mean_over_regions_mm"] = float(np.mean([m for m, _, _ in regions.values()]))
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "samples.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=sorted({k for r in rows for k in r}, key=lambda k: (k != "source", k)))
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "report.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if bu_err:
+        plot_regions(summary["bu3dfe_regions_mm"], out / "regions.png")  # type: ignore[arg-type]
+    if dense_count:
+        write_heatmap(template, dense_sum / dense_count, out / "heatmap.png")
+    return summary
+
+
+def _stats(values: list[object]) -> dict[str, float]:
+    v = np.array(values, dtype=np.float64)
+    return {"mean": float(v.mean()), "std": float(v.std()), "median": float(np.median(v)), "max": float(v.max())}
+
+
+def plot_regions(regions: dict[str, dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(regions)
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    ax.bar(names, [regions[n]["mean"] for n in names], yerr=[regions[n]["std"] for n in names], capsize=3)
+    ax.set_ylabel("landmark error (mm)")
+    ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_heatmap(template: Template, per_vertex_mm: np.ndarray, path: Path, max_mm: float | None = None) -> None:
+    """The template rendered from the front, coloured by the mean error at each vertex (turbo, 0 to max)."""
+    from facepipe.pipeline.io.image import write_image
+
+    top = max_mm or float(np.percentile(per_vertex_mm, 99)) or 1.0
+    colours = cv2.applyColorMap((np.clip(per_vertex_mm / top, 0, 1) * 255).astype(np.uint8)[:, None], cv2.COLORMAP_TURBO)[:, 0, ::-1]
+    hits = Raycaster(template.vertices, template.triangles).render(frontal_camera(template.vertices, 400, 480))
+    tri = template.triangles[np.maximum(hits.triangle, 0)]
+    img = (hits.weights()[..., None] * colours[tri].astype(np.float64)).sum(-2)
+    shade = np.abs(hits.normals[..., 2])[..., None] * 0.5 + 0.5
+    img = np.where(hits.mask[..., None], img * shade, 30.0)
+    write_image(path, np.clip(img, 0, 255).astype(np.uint8))

@@ -1,0 +1,37 @@
+"""Errors of a correspondence, in mm: dense vertex error, the five alignment landmarks, BU-3DFE regions.
+
+Everything is computed in the template frame and divided by the similarity's scale, so errors are
+in the scan's own millimetres whatever its size in the template frame.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# 1-based BU-3DFE ids per evaluation region, as in ../shared/FORMATS.md
+BU3DFE_REGIONS: dict[str, list[int]] = {
+    "right eye lids": [2, 3, 4, 6, 7, 8], "left eye lids": [10, 11, 12, 14, 15, 16],
+    "right brow": list(range(17, 27)), "left brow": list(range(27, 37)), "nose": list(range(37, 48)),
+    "mouth": list(range(49, 61)), "right face": list(range(69, 75)), "chin": [75, 76, 77], "left face": list(range(78, 84)),
+}
+
+
+def mm_errors(pred: np.ndarray, truth: np.ndarray, scale: float) -> np.ndarray:
+    """Per-point Euclidean distance in mm of two template-frame point sets (scale: template units per mm)."""
+    return np.linalg.norm(np.asarray(pred) - np.asarray(truth), axis=-1) / scale
+
+
+def nme(pred: np.ndarray, truth: np.ndarray, eyes: np.ndarray) -> float:
+    """Mean per-vertex error divided by the inter-ocular distance (same units; `eyes` (2, 3))."""
+    return float(np.linalg.norm(pred - truth, axis=-1).mean() / np.linalg.norm(eyes[1] - eyes[0]))
+
+
+def region_errors(errors_by_landmark: np.ndarray, available: np.ndarray) -> dict[str, tuple[float, float, int]]:
+    """(mean, std, count) per BU-3DFE region over (N, 83) landmark errors; `available` masks what was measured."""
+    out = {}
+    for name, ids in BU3DFE_REGIONS.items():
+        cols = np.array(ids) - 1
+        values = errors_by_landmark[:, cols][available[:, cols]]
+        if len(values):
+            out[name] = (float(values.mean()), float(values.std()), int(len(values)))
+    return out

@@ -1,0 +1,132 @@
+"""Correspondence export (learned and NICP) and evaluation on constructed cases."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+from scipy.spatial import cKDTree
+
+from facepipe.models.correspond import Predictor, correspond, store_items
+from facepipe.models.evaluate import evaluate
+from facepipe.models.train import train
+from facepipe.pipeline.align import scale_of
+from facepipe.pipeline.evaluation import region_errors
+from facepipe.pipeline.ingest import run_ingest
+from facepipe.pipeline.io.registry import read_scan
+from facepipe.pipeline.nicp import nicp
+from facepipe.pipeline.procedural import default_template, procedural_model
+from facepipe.pipeline.sample_data import write_example_dataset
+from facepipe.pipeline.store import open_group
+from facepipe.pipeline.synth import run_synth
+from facepipe.pipeline.template import template_selection
+from facepipe.schemas.synth import SynthConfig
+from facepipe.schemas.train import TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+EXE = str(Path(sys.executable).with_name("facepipe"))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Example scans and synthetic faces, and a tiny network trained on them."""
+    folder = tmp_path_factory.mktemp("corr")
+    model = procedural_model()
+    selection, _ = template_selection(model)
+    run_synth(model, default_template(), selection, str(folder / "synth.zarr"),
+              SynthConfig(model="procedural", model_id=model.id, identities=12, expressions=1, n_points=2048), processes=False)
+    write_example_dataset(folder / "data" / "example", subjects=1)
+    (folder / "catalog.yaml").write_text((REPO / "data_catalog.yaml").read_text())
+    run_ingest("example", folder / "catalog.yaml", str(folder / "scans.zarr"), default_template(), processes=False,
+               overrides={"n_points": 2048})
+    cfg = TrainConfig.model_validate({
+        "synth": [str(folder / "synth.zarr")], "scans": [str(folder / "scans.zarr")], "identity_dim": 32, "expression_dim": 16,
+        "hidden": 256, "input_points": 512, "batch_size": 8, "lr": 1e-3, "device": "cpu", "preview_samples": 0,
+        "phases": [{"name": "identity", "synthetic_epochs": 25, "mixed_epochs": 3}, {"name": "joint", "synthetic_epochs": 3,
+                                                                                    "mixed_epochs": 3}]})
+    train(cfg, folder / "run", log=lambda _: None)
+    return {"folder": folder, "run": folder / "run", "synth": folder / "synth.zarr", "scans": folder / "scans.zarr",
+            "catalog": folder / "catalog.yaml"}
+
+
+def test_exported_meshes_have_template_topology_land_on_the_scan_and_are_in_its_frame(trained: dict[str, Path],
+                                                                                       tmp_path: Path) -> None:
+    predictor = Predictor.load(trained["run"])
+    template = predictor.template
+    rows = correspond(store_items(str(trained["scans"])), template, tmp_path / "m", "learned", predictor, "ply", 4, True)
+    assert len(rows) == 5 and all(r["output"] for r in rows)
+    root = trained["folder"] / "data" / "example"
+    for row in rows:
+        mesh = trimesh.load(tmp_path / "m" / str(row["output"]), process=False)
+        assert np.array_equal(np.asarray(mesh.faces), template.triangles) and len(mesh.vertices) == len(template.vertices)
+        assert mesh.visual.vertex_colors.shape == (len(template.vertices), 4)
+        raw = read_scan(root / str(row["source"]), texture=False)
+        dist = cKDTree(raw.vertices).query(np.asarray(mesh.vertices))[0]  # the scan's own frame and mm
+        assert np.median(dist) < 6.0, (row["source"], np.median(dist))
+    with open(tmp_path / "m" / "index.csv") as f:
+        index = list(csv.DictReader(f))
+    assert [r["output"] for r in index] == [r["output"] for r in rows] and all(float(r["residual_mm"]) < 6.0 for r in index)
+    assert index[0]["output"] == "BU-3DFE__F0001__F0001_HA04WH_F3D.ply"
+
+
+def test_evaluation_reproduces_known_errors(trained: dict[str, Path], tmp_path: Path) -> None:
+    """A method that returns the ground truth moved by 0.01 template units: the vertex error is 0.01 / scale mm."""
+    template = default_template()
+    group = open_group(str(trained["synth"]))
+    truth = {str(p): group["vertices"][i].astype(np.float64) for i, p in enumerate(group["source_path"][:])}
+    items = list(store_items(str(trained["synth"])))
+
+    class Shifted:
+        def __init__(self) -> None:
+            self.queue = [truth[it.source] for it in items]
+
+        def predict(self, points: np.ndarray) -> np.ndarray:
+            out, self.queue = np.stack(self.queue[: len(points)]), self.queue[len(points):]
+            return out + np.array([0.01, 0.0, 0.0])
+
+    report = evaluate(str(trained["synth"]), template, Shifted(), tmp_path / "e", trained["catalog"])  # type: ignore[arg-type]
+    expected = np.mean([0.01 / scale_of(it.to_template) for it in items])
+    assert report["vertex_mm"]["mean"] == pytest.approx(expected, rel=1e-6)  # type: ignore[index]
+    assert (tmp_path / "e" / "heatmap.png").exists() and (tmp_path / "e" / "samples.csv").exists()
+    errors = np.zeros((2, 83))
+    errors[:, 16:26] = 2.0  # right brow, 1-based 17-26
+    regions = region_errors(errors, np.ones((2, 83), bool))
+    assert regions["right brow"] == (2.0, 0.0, 20) and regions["nose"][0] == 0.0
+
+
+def test_bu3dfe_regions_come_from_the_raw_bnd_files(trained: dict[str, Path], tmp_path: Path) -> None:
+    predictor = Predictor.load(trained["run"])
+    report = evaluate(str(trained["scans"]), predictor.template, predictor, tmp_path / "e", trained["catalog"])
+    regions = report["bu3dfe_regions_mm"]
+    assert set(regions) == {"right eye lids", "left eye lids", "right brow", "left brow", "nose", "mouth", "right face",
+                            "chin", "left face"}  # type: ignore[arg-type]
+    assert regions["mouth"]["landmarks"] == 2 * 12  # type: ignore[index]  # the subject's two BU-3DFE scans
+    assert 0.5 < report["bu3dfe_mean_over_regions_mm"] < 15.0 and (tmp_path / "e" / "regions.png").exists()
+
+
+def test_nicp_registers_the_template_to_a_face(trained: dict[str, Path]) -> None:
+    template = default_template()
+    group = open_group(str(trained["synth"]))
+    points, five, truth = group["points"][2].astype(np.float64), group["landmarks"][2].astype(np.float64), group["vertices"][2]
+    registered = nicp(template, points, five)
+    before = np.linalg.norm(template.vertices - truth, axis=1).mean()
+    after = np.linalg.norm(registered - truth, axis=1).mean()
+    assert after < 0.85 * before and cKDTree(points).query(registered)[0].mean() < 0.01  # on the surface; vertices may slide
+
+
+def test_correspond_command_with_nicp_and_failures(trained: dict[str, Path], tmp_path: Path) -> None:
+    bad = tmp_path / "bs001_N_N_0.bnt"
+    bad.write_bytes(b"\x00\x01")
+    good = trained["folder"] / "data" / "example" / "FRGC" / "nd1" / "Spring2003range" / "04200d100.abs"
+    run = subprocess.run([EXE, "correspond", "--method", "nicp", "--in", str(good), "--in", str(bad), "--out", "m"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "meshes     1 (nicp" in run.stdout and "failed" in run.stdout and "bs001_N_N_0.bnt" in run.stdout
+    assert (tmp_path / "m" / "04200d100.ply").exists()
+    missing = subprocess.run([EXE, "correspond", "--in", str(good), "--out", "m2"], cwd=tmp_path, capture_output=True, text=True)
+    assert missing.returncode == 2 and "needs --checkpoint" in missing.stderr
