@@ -1,15 +1,26 @@
 #!/usr/bin/env bash
-# Sets up (if needed) and runs the main job on the embedded example data:
-# generate the example dataset, check the catalog entry, inspect one scan of every layout and
-# preprocess it (landmarks, alignment to the template, crop, 29,495 points with normals), then
-# ingest the whole dataset into a Zarr store with Dask and verify the store's content hashes, and
-# make synthetic faces of the procedural model (ground-truth correspondence) with a preview,
-# render four of them through a simulated structured-light depth camera, and train the tiny
-# network on the synthetic faces and the example scans.
+# Sets up (if needed) and runs the whole pipeline on the embedded example data:
+# make the example dataset (faces of the procedural model in the BU-3DFE, Bosphorus and FRGC
+# layouts), check its catalog entry, inspect and preprocess one scan of each layout, ingest the
+# dataset into a Zarr store with Dask and verify it, synthesise faces with ground-truth
+# correspondence, render some through a simulated structured-light camera, train the tiny
+# network, export every example scan as a mesh in template topology (learned and NICP), and
+# evaluate both.
+#
+# FACEPIPE_DEMO_DIR=DIR writes everything under DIR instead of the repository (the tests do);
+# FACEPIPE=PATH uses that facepipe instead of setting up .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-fp=.venv/bin/facepipe
+if [ -z "${FACEPIPE:-}" ]; then
+  bash scripts/setup.sh
+  fp="$PWD/.venv/bin/facepipe"
+else
+  fp="$FACEPIPE"
+fi
+work="${FACEPIPE_DEMO_DIR:-$PWD}"
+mkdir -p "$work"
+[ "$work" -ef "$PWD" ] || cp data_catalog.yaml "$work/"
+cd "$work"
 out=out/demo
 mkdir -p "$out"
 $fp sample-data data/example
@@ -26,6 +37,14 @@ $fp ingest example --report "$out/ingest.json"   # a rerun resumes: nothing left
 $fp verify out/example/scans.zarr
 $fp synth --identities 30 --expressions 2 --out out/demo/synth.zarr --overwrite --preview "$out/synth.png"
 $fp render-rgbd --in out/demo/synth.zarr --out out/demo/rgbd.zarr --preset phone --limit 4 --overwrite --preview "$out/rgbd.png"
-rm -rf out/demo/run  # a fresh run each time (a run directory is never trained over)
+rm -rf out/demo/run out/demo/meshes out/demo/meshes-nicp  # a fresh run each time (a run directory is never trained over)
 $fp train --preset tiny --synth out/demo/synth.zarr --scans out/example/scans.zarr --out out/demo/run
-echo "demo done: previews, reports and point clouds in $out/, stores in out/example/ and out/demo/, the run in out/demo/run/"
+$fp correspond --checkpoint out/demo/run --in out/example/scans.zarr --out out/demo/meshes --colour
+$fp correspond --method nicp --in out/example/scans.zarr --out out/demo/meshes-nicp --limit 4
+$fp evaluate --checkpoint out/demo/run --in out/example/scans.zarr --out out/demo/eval
+$fp evaluate --checkpoint out/demo/run --in out/demo/synth.zarr --out out/demo/eval-synth --limit 30
+echo
+echo "demo done, in $work:"
+echo "  meshes   out/demo/meshes/ (one .ply per example scan, template topology, index.csv), out/demo/meshes-nicp/"
+echo "  reports  out/demo/eval/report.json (BU-3DFE regions), out/demo/eval-synth/report.json (dense error)"
+echo "  also     out/demo/run/ (losses.png, predictions.png), out/demo/*.png previews, stores in out/example/ and out/demo/"

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,3 +97,19 @@ def test_ingest_command_summary_report_and_config(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("n_pointz: 3\n")
     bad = facepipe("ingest", "example", "--config", "bad.yaml", "--out", "o2.zarr", cwd=tmp_path)
     assert bad.returncode == 2 and "n_pointz" in bad.stderr and "Extra inputs are not permitted" in bad.stderr
+
+
+@pytest.mark.slow
+def test_the_demo_runs_end_to_end(tmp_path: Path) -> None:
+    """The README's main command, in a scratch folder, with this environment's facepipe."""
+    import os
+
+    env = os.environ | {"FACEPIPE": str(Path(sys.executable).with_name("facepipe")), "FACEPIPE_DEMO_DIR": str(tmp_path)}
+    run = subprocess.run(["bash", str(REPO / "scripts" / "demo.sh")], env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    assert "demo done" in run.stdout
+    meshes = sorted((tmp_path / "out" / "demo" / "meshes").glob("*.ply"))
+    assert len(meshes) == 20 and (tmp_path / "out" / "demo" / "meshes" / "index.csv").exists()
+    report = json.loads((tmp_path / "out" / "demo" / "eval" / "report.json").read_text())
+    assert report["samples"] == 20 and "bu3dfe_regions_mm" in report
+    assert (tmp_path / "out" / "demo" / "run" / "losses.png").exists()

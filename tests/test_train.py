@@ -144,7 +144,7 @@ def test_two_process_ddp_run_with_torchrun(stores: tuple[str, str], tmp_path: Pa
     cfg = small(*stores)
     (tmp_path / "train.json").write_text(cfg.model_dump_json())
     torchrun = str(Path(sys.executable).with_name("torchrun"))
-    run = subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "facepipe.cli.app", "train", "--config", "train.json",
+    run = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "facepipe.cli.app", "train", "--config", "train.json",
                           "--out", "run"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("epochs     8") == 1  # one summary, from rank 0
