@@ -468,6 +468,8 @@ def evaluate(
         typer.echo(f"  BU-3DFE {region:<15} {r['mean']:.2f} +- {r['std']:.2f} mm ({r['landmarks']} landmarks)")
     if "bu3dfe_mean_over_regions_mm" in summary:
         typer.echo(f"  BU-3DFE mean over regions {summary['bu3dfe_mean_over_regions_mm']:.2f} mm")
+    if "bosphorus22_mean_mm" in summary:
+        typer.echo(f"  Bosphorus 22 landmarks {summary['bosphorus22_mean_mm']:.2f} mm")
 
 
 @app.command()

@@ -3,7 +3,7 @@
 For every ok sample of a store the method (the trained network, or NICP) predicts the face in
 template topology; then: the dense vertex error and NME where the store has ground truth (synth),
 the error of the five alignment landmarks (every store), and the BU-3DFE landmark error per region
-where the raw scan has a `.bnd` (read through the catalog). Tables go to the terminal, CSV and
+where the raw scan has a `.bnd` (read through the catalog), and the 22 Bosphorus landmarks from `.lm3` files. Tables go to the terminal, CSV and
 JSON; plots are a per-region bar chart and a heat map of the mean vertex error on the template.
 """
 
@@ -20,7 +20,7 @@ from facepipe.models.correspond import Item, Predictor, store_items
 from facepipe.pipeline.align import apply, scale_of
 from facepipe.pipeline.catalog import get_entry, load_catalog, resolve_root
 from facepipe.pipeline.errors import CatalogError, FacepipeError
-from facepipe.pipeline.evaluation import mm_errors, nme, region_errors
+from facepipe.pipeline.evaluation import BOSPHORUS22, mm_errors, nme, region_errors
 from facepipe.pipeline.io.registry import read_scan
 from facepipe.pipeline.nicp import landmark_vertices, nicp
 from facepipe.pipeline.render import Raycaster, frontal_camera
@@ -34,17 +34,22 @@ def predict(items: list[Item], template: Template, predictor: Predictor | None, 
     return np.concatenate([predictor.predict(np.stack([it.points for it in items[i:i + batch]])) for i in range(0, len(items), batch)])
 
 
-def bu3dfe_truth(root: Path | None, item: Item) -> np.ndarray | None:
-    """The scan's 83 annotated landmarks in the template frame, when its raw file has a .bnd."""
+def annotated(root: Path | None, item: Item) -> tuple[str, np.ndarray] | None:
+    """The scan's own landmarks in the template frame, in the order of the template's list for its
+    database: ("bu3dfe83", (83, 3)) from a .bnd, ("bosphorus22", (22, 3)) from a .lm3 (NaN where missing)."""
     if root is None:
         return None
     try:
         scan = read_scan(root / item.source, texture=False)
     except FacepipeError:
         return None
-    if scan.landmarks is None or scan.landmarks.source != "bnd" or len(scan.landmarks) != 83:
-        return None
-    return apply(item.to_template, scan.landmarks.points)
+    lm = scan.landmarks
+    if lm is not None and lm.source == "bnd" and len(lm) == 83:
+        return "bu3dfe83", apply(item.to_template, lm.points)
+    if lm is not None and lm.source == "lm3":
+        pts = np.array([lm.points[lm.names.index(n)] if n in lm.names else np.full(3, np.nan) for n in BOSPHORUS22])
+        return "bosphorus22", apply(item.to_template, pts)
+    return None
 
 
 def dataset_root(url: str, catalog: Path) -> Path | None:
@@ -63,12 +68,11 @@ def evaluate(url: str, template: Template, predictor: Predictor | None, out: Pat
         raise FacepipeError(f"{url}: no finished sample to evaluate")
     preds = predict(items, template, predictor)
     five_ids = landmark_vertices(template)
-    bu_ids = template.regions.get("bu3dfe83")
     root = dataset_root(url, catalog)
     has_truth = "vertices" in group
     index = {str(p): i for i, p in enumerate(group["source_path"][:])}
     rows, dense_sum, dense_count = [], np.zeros(len(template.vertices)), 0
-    bu_err, bu_ok = [], []
+    bu_err, bu_ok, bos_err = [], [], []
     for item, pred in zip(items, preds, strict=True):
         scale = scale_of(item.to_template)
         row: dict[str, object] = {"source": item.source, "five_mm": float(mm_errors(pred[five_ids], item.five, scale).mean())}
@@ -78,14 +82,17 @@ def evaluate(url: str, template: Template, predictor: Predictor | None, out: Pat
             dense_sum += per_vertex
             dense_count += 1
             row |= {"vertex_mm": float(per_vertex.mean()), "nme": nme(pred, truth, item.five[:2])}
-        lm = bu3dfe_truth(root, item) if bu_ids is not None else None
-        if lm is not None:
-            ok = (bu_ids >= 0) & np.isfinite(lm).all(1)
-            err = np.full(83, np.nan)
-            err[ok] = mm_errors(pred[bu_ids[ok]], lm[ok], scale)
-            bu_err.append(err)
-            bu_ok.append(ok)
-            row["bu3dfe_mm"] = float(np.nanmean(err))
+        marks = annotated(root, item)
+        if marks is not None and marks[0] in template.regions:
+            kind, lm = marks
+            ids = template.regions[kind]
+            ok = (ids >= 0) & np.isfinite(lm).all(1)
+            err = np.full(len(ids), np.nan)
+            err[ok] = mm_errors(pred[ids[ok]], lm[ok], scale)
+            (bu_err if kind == "bu3dfe83" else bos_err).append(err)
+            if kind == "bu3dfe83":
+                bu_ok.append(ok)
+            row[f"{kind}_mm"] = float(np.nanmean(err))
         rows.append(row)
     summary: dict[str, object] = {"store": url, "method": "nicp" if predictor is None else "learned", "samples": len(rows),
                                   "template": template.id, "five_mm": _stats([r["five_mm"] for r in rows])}
@@ -95,6 +102,10 @@ def evaluate(url: str, template: Template, predictor: Predictor | None, out: Pat
         regions = region_errors(np.array(bu_err), np.array(bu_ok))
         summary["bu3dfe_regions_mm"] = {k: {"mean": m, "std": s, "landmarks": n} for k, (m, s, n) in regions.items()}
         summary["bu3dfe_mean_over_regions_mm"] = float(np.mean([m for m, _, _ in regions.values()]))
+    if bos_err:
+        per = np.nanmean(np.array(bos_err), axis=0)
+        summary["bosphorus22_mm"] = {name: float(v) for name, v in zip(BOSPHORUS22, per, strict=True) if np.isfinite(v)}
+        summary["bosphorus22_mean_mm"] = float(np.nanmean(per))
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "samples.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=sorted({k for r in rows for k in r}, key=lambda k: (k != "source", k)))

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from facepipe.pipeline.io.bosphorus import LABELS
+
+BOSPHORUS22 = tuple(LABELS.values())  # the 22 Bosphorus landmarks, subject-frame names, in file order
+
 # 1-based BU-3DFE ids per evaluation region, as in ../shared/FORMATS.md
 BU3DFE_REGIONS: dict[str, list[int]] = {
     "right eye lids": [2, 3, 4, 6, 7, 8], "left eye lids": [10, 11, 12, 14, 15, 16],

@@ -78,6 +78,14 @@ BU3DFE_FROM_IBUG = {0: [39], 1: [38], 2: [37, 38], 3: [37], 4: [36], 5: [41], 6:
                     39: [31], 44: [35], 48: [48], 51: [51], 54: [54], 57: [57], 75: [8]}
 
 
+# Bosphorus landmark name -> iBUG-68 point (0-based); the nose saddle points have no iBUG counterpart
+BOSPHORUS_FROM_IBUG = {"right_brow_outer": 17, "right_brow_middle": 19, "right_brow_inner": 21, "left_brow_inner": 22,
+                       "left_brow_middle": 24, "left_brow_outer": 26, "right_eye_outer": 36, "right_eye_inner": 39,
+                       "left_eye_inner": 42, "left_eye_outer": 45, "nose_ala_right": 31, "nose_tip": 30, "nose_ala_left": 35,
+                       "mouth_right": 48, "upper_lip_outer_middle": 51, "mouth_left": 54, "upper_lip_inner_middle": 62,
+                       "lower_lip_inner_middle": 66, "lower_lip_outer_middle": 57, "chin_middle": 8}
+
+
 def bu3dfe_from_ibug(mean: np.ndarray, ibug_points: np.ndarray) -> np.ndarray:
     """(83,) vertex ids for the BU-3DFE landmarks an iBUG-68 markup determines, -1 for the others."""
     out = np.full(83, -1, np.int64)
@@ -88,9 +96,21 @@ def bu3dfe_from_ibug(mean: np.ndarray, ibug_points: np.ndarray) -> np.ndarray:
     return out
 
 
+def bosphorus_from_ibug(mean: np.ndarray, ibug_points: np.ndarray) -> np.ndarray:
+    """(22,) vertex ids for the Bosphorus landmarks (file order) that iBUG-68 determines, -1 for the others."""
+    from facepipe.pipeline.evaluation import BOSPHORUS22
+
+    out = np.full(len(BOSPHORUS22), -1, np.int64)
+    for k, name in enumerate(BOSPHORUS22):
+        if name in BOSPHORUS_FROM_IBUG and np.isfinite(ibug_points[BOSPHORUS_FROM_IBUG[name]]).all():
+            out[k] = int(np.argmin(np.linalg.norm(mean - ibug_points[BOSPHORUS_FROM_IBUG[name]], axis=1)))
+    return out
+
+
 def ibug_regions(mean: np.ndarray, ibug_points: np.ndarray) -> dict[str, np.ndarray]:
     """The template regions of a model with an iBUG-68 markup (68 points, one per landmark)."""
-    return {"mouth": mouth_region(mean, ibug_points[48:68]), "bu3dfe83": bu3dfe_from_ibug(mean, ibug_points)}
+    return {"mouth": mouth_region(mean, ibug_points[48:68]), "bu3dfe83": bu3dfe_from_ibug(mean, ibug_points),
+            "bosphorus22": bosphorus_from_ibug(mean, ibug_points)}
 
 
 def load_ict_npz(path: str | PathLike[str]) -> MorphableModel:

@@ -125,11 +125,12 @@ def template_from_model(model: MorphableModel, face_only: bool = True, target_ve
     selection, f = template_selection(model, face_only, target_vertices)
     index = np.full(len(model.mean), -1)
     index[selection.ids] = np.arange(len(selection.ids))
-    regions = {name: np.where(v >= 0, index[v], -1) if name == "bu3dfe83" else index[v][index[v] >= 0]
-               for name, v in model.regions.items()}  # bu3dfe83 keeps its order, -1 where a landmark has no vertex
+    ordered = ("bu3dfe83", "bosphorus22")  # landmark lists keep their order, -1 where a landmark has no vertex
+    regions = {name: np.where(v >= 0, index[v], -1) if name in ordered else index[v][index[v] >= 0]
+               for name, v in model.regions.items()}
     if selection.operator is not None:  # a refined vertex belongs to a region when most of its weight comes from it
         for name, ids in regions.items():
-            if name != "bu3dfe83":
+            if name not in ordered:
                 mask = np.zeros(len(selection.ids))
                 mask[ids] = 1.0
                 regions[name] = np.flatnonzero(selection.operator @ mask >= 0.5)

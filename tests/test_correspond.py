@@ -99,7 +99,7 @@ def test_evaluation_reproduces_known_errors(trained: dict[str, Path], tmp_path: 
     assert regions["right brow"] == (2.0, 0.0, 20) and regions["nose"][0] == 0.0
 
 
-def test_bu3dfe_regions_come_from_the_raw_bnd_files(trained: dict[str, Path], tmp_path: Path) -> None:
+def test_bu3dfe_regions_and_bosphorus_landmarks_come_from_the_raw_files(trained: dict[str, Path], tmp_path: Path) -> None:
     predictor = Predictor.load(trained["run"])
     report = evaluate(str(trained["scans"]), predictor.template, predictor, tmp_path / "e", trained["catalog"])
     regions = report["bu3dfe_regions_mm"]
@@ -107,6 +107,7 @@ def test_bu3dfe_regions_come_from_the_raw_bnd_files(trained: dict[str, Path], tm
                             "chin", "left face"}  # type: ignore[arg-type]
     assert regions["mouth"]["landmarks"] == 2 * 12  # type: ignore[index]  # the subject's two BU-3DFE scans
     assert 0.5 < report["bu3dfe_mean_over_regions_mm"] < 15.0 and (tmp_path / "e" / "regions.png").exists()
+    assert len(report["bosphorus22_mm"]) == 22 and 0.5 < report["bosphorus22_mean_mm"] < 15.0  # from the two .lm3 files
 
 
 def test_nicp_registers_the_template_to_a_face(trained: dict[str, Path]) -> None:
