@@ -79,6 +79,7 @@ class Item:
     points: np.ndarray
     to_template: np.ndarray
     five: np.ndarray
+    index: int = -1  # the sample's index in its store (-1: a raw file)
 
 
 def store_items(url: str, limit: int | None = None) -> Iterator[Item]:
@@ -90,7 +91,7 @@ def store_items(url: str, limit: int | None = None) -> Iterator[Item]:
         folder, _, file = source.rpartition("/")
         name = "__".join(part for part in (folder.replace("/", "__"), file.split(".")[0]) if part)  # no scan extension
         yield Item(name.replace("#", "_"), source, group["points"][i].astype(np.float64),
-                   group["to_template"][i], group["landmarks"][i].astype(np.float64))
+                   group["to_template"][i], group["landmarks"][i].astype(np.float64), i)
 
 
 def file_items(paths: list[Path], template: Template, n_points: int = 29_495) -> Iterator[Item | FacepipeError]:

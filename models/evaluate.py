@@ -70,14 +70,13 @@ def evaluate(url: str, template: Template, predictor: Predictor | None, out: Pat
     five_ids = landmark_vertices(template)
     root = dataset_root(url, catalog)
     has_truth = "vertices" in group
-    index = {str(p): i for i, p in enumerate(group["source_path"][:])}
     rows, dense_sum, dense_count = [], np.zeros(len(template.vertices)), 0
     bu_err, bu_ok, bos_err = [], [], []
     for item, pred in zip(items, preds, strict=True):
         scale = scale_of(item.to_template)
         row: dict[str, object] = {"source": item.source, "five_mm": float(mm_errors(pred[five_ids], item.five, scale).mean())}
         if has_truth:
-            truth = group["vertices"][index[item.source]].astype(np.float64)
+            truth = group["vertices"][item.index].astype(np.float64)
             per_vertex = mm_errors(pred, truth, scale)
             dense_sum += per_vertex
             dense_count += 1

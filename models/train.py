@@ -70,10 +70,12 @@ class Samples:
         expression = group["expression"][:]
         self.neutral = np.array([str(expression[i]) in config.neutral_codes for i in ok])
         size = sum(int(np.prod(group[a].shape[1:])) * 4 for a in self.arrays) * len(ok)
-        self.dataset = StoreDataset(url, self.arrays)
+        self.dataset: StoreDataset | None = None
         self.tensors: dict[str, torch.Tensor] | None = None
         if size <= config.memory_limit_gb * 1e9:
             self.tensors = {a: torch.as_tensor(np.asarray(group[a][:])[ok], dtype=torch.float32).to(device) for a in self.arrays}
+        else:  # read per batch, sample by sample
+            self.dataset = StoreDataset(url, self.arrays)
 
     def __len__(self) -> int:
         return len(self.neutral)
@@ -82,7 +84,7 @@ class Samples:
         if self.tensors is not None:
             ix = torch.as_tensor(index, device=self.device)
             return {a: t[ix] for a, t in self.tensors.items()}
-        items = [self.dataset[int(i)] for i in index]
+        items = [self.dataset[int(i)] for i in index]  # type: ignore[index]
         return {a: torch.stack([it[a] for it in items]).float().to(self.device) for a in self.arrays}
 
 

@@ -25,7 +25,7 @@ from facepipe.pipeline.morphable import FIVE
 from facepipe.pipeline.preprocess import Preprocessed, preprocess_file
 from facepipe.pipeline.seeding import sample_rng
 from facepipe.pipeline.store import (
-    FAILED, OK, SampleWriter, facepipe_version, finalize, is_in_memory, open_group, plan_key, prepare_store, read_status,
+    FAILED, OK, SampleWriter, facepipe_version, finalize, open_group, plan_key, prepare_store, read_status,
     samples_digest, scan_columns,
 )
 from facepipe.pipeline.template import Template
@@ -164,8 +164,6 @@ def run_ingest(name: str, catalog: str | PathLike[str], out: str, template: Temp
                      template_id=template.id, template_name=template.name, landmark_names=FIVE, n_samples=len(ids),
                      samples_sha256=samples_digest(ids))
     todo, done_before = prepare_store(out, plan, ids, scan_columns(config.n_points, FIVE), overwrite)
-    if is_in_memory(out) and processes and not scheduler:
-        processes = False  # a memory:// store lives in this process: its workers must be threads
     job = IngestJob(url=out, plan_key=plan_key(plan), dataset=name, root=str(root),
                     fmt=None if entry.format == "auto" else entry.format, seed=seed, config=config, template=template)
     run = run_tasks(ingest_sample, job, todo, ids, workers=workers, scheduler=scheduler, processes=processes,

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from facepipe.pipeline.store import FAILED, SampleWriter
+from facepipe.pipeline.store import FAILED, SampleWriter, is_in_memory
 from facepipe.schemas.store import FailureLine, Manifest, RunReport, SampleOutcome
 
 OnStart = Callable[[int, int, str | None], None]
@@ -33,21 +33,13 @@ def dask_client(workers: int, scheduler: str | None, processes: bool) -> Iterato
         return
     import dask
 
-    dashboard = ":0" if _has_bokeh() else None
     # Dask's default MALLOC_TRIM_THRESHOLD_ for workers turns off glibc's adaptive mmap threshold, and
     # every render buffer then costs an mmap/munmap: MediaPipe landmarks took 86 ms instead of 63.
     with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}), \
-            LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes, dashboard_address=dashboard,
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes, dashboard_address=":0",
                          silence_logs=logging.WARNING) as cluster, Client(cluster) as client:
         yield client
 
-
-def _has_bokeh() -> bool:
-    try:
-        import bokeh  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 @dataclass
@@ -64,6 +56,8 @@ def run_tasks(task: Callable[..., SampleOutcome], job: Any, todo: Sequence[int],
               scheduler: str | None, processes: bool, done_before: int, on_start: OnStart | None = None,
               on_sample: OnSample | None = None) -> TaskRun:
     """`task(job, index, sample_id)` for every index in `todo`; `job` (with `url` and `plan_key`) is shipped once."""
+    if is_in_memory(job.url) and not scheduler:
+        processes = False  # a memory:// store lives in this process: its workers must be threads
     run = TaskRun(workers=workers, scheduler=scheduler or f"LocalCluster({workers} {'processes' if processes else 'threads'})")
     if not todo:
         if on_start:

@@ -204,13 +204,13 @@ def five_from_mediapipe_points(pts: np.ndarray) -> np.ndarray:
     return np.stack([centre(pts[:n]), centre(pts[n : 2 * n]), pts[2 * n], pts[2 * n + 1], pts[2 * n + 2]])
 
 
-def surface_fit(vertices: np.ndarray, five: np.ndarray, reference: np.ndarray, surface: cKDTree, near: float = 0.05) -> float:
+def surface_fit(vertices: np.ndarray, t: np.ndarray, surface: cKDTree, near: float = 0.05) -> float:
     """Fraction of the scan (inside the template box, after the five-point similarity) within `near`
     template units of the template surface: near 1 for a right reading on a scan shaped like the
     template, about 0.6 on one shaped unlike it, and lower for a face read upside down (nose on the
-    forehead, brows as the mouth), whose five can still be laid out almost like a face's."""
-    step = max(1, len(vertices) // 5000)
-    moved = apply(umeyama(five, reference), vertices[::step])
+    forehead, brows as the mouth), whose five can still be laid out almost like a face's. `t` is the
+    five-point similarity; `vertices` may be a subsample of the scan."""
+    moved = apply(t, vertices)
     inside = (np.abs(moved) <= 1.0).all(1)
     if inside.sum() < 10:
         return 0.0
@@ -218,18 +218,17 @@ def surface_fit(vertices: np.ndarray, five: np.ndarray, reference: np.ndarray, s
     return float((dist < near).mean())
 
 
-def plausible_pose(vertices: np.ndarray, direction: np.ndarray, five: np.ndarray, reference: np.ndarray,
+def plausible_pose(vertices: np.ndarray, direction: np.ndarray, five: np.ndarray, t: np.ndarray,
                    max_tilt_deg: float = 20.0, slack: float = 0.08) -> bool:
     """Whether the five-point similarity leaves the face looking along +z (the template's, and the
     project's, facing direction; within `max_tilt_deg`) with the detected nose tip the most protruding
     point inside the template box (within `slack` units). A face read upside down (nose on the
-    forehead, brows as the mouth) needs a strong tilt to match the template's five."""
-    t = umeyama(five, reference)
+    forehead, brows as the mouth) needs a strong tilt to match the template's five. `t` is the
+    five-point similarity; `vertices` may be a subsample of the scan."""
     rotation = t[:3, :3] / np.cbrt(np.linalg.det(t[:3, :3]))
     if (rotation @ direction)[2] < np.cos(np.radians(max_tilt_deg)):
         return False
-    step = max(1, len(vertices) // 5000)
-    moved = apply(t, vertices[::step])
+    moved = apply(t, vertices)
     inside = moved[(np.abs(moved) <= 1.0).all(1)]
     return len(inside) > 0 and float(inside[:, 2].max() - apply(t, five[2:3])[0, 2]) < slack
 
@@ -247,6 +246,7 @@ def detect_five(scan: Scan, mediapipe: MediaPipe, reference: np.ndarray, max_lay
     misreading is not repeated from another angle).
     """
     tree = cKDTree(surface) if surface is not None else None
+    sample = scan.vertices[:: max(1, len(scan.vertices) // 5000)]  # enough of the scan to judge a fit or a pose
     caster = Raycaster(scan.vertices, scan.faces)
     direction = facing_direction(scan.vertices, scan.faces)
     best: tuple[float, FiveLandmarks] | None = None
@@ -272,17 +272,21 @@ def detect_five(scan: Scan, mediapipe: MediaPipe, reference: np.ndarray, max_lay
             continue
         pts, direct = lift(px, cam, caster, hits)
         five = five_from_mediapipe_points(pts)
-        layout = layout_error(five, reference) if np.isfinite(five).all() else np.inf
+        try:
+            t = umeyama(five, reference) if np.isfinite(five).all() else None
+        except ValueError:
+            t = None
+        layout = layout_error(five, reference, t) if t is not None else np.inf
         if layout > max_layout_error:
             continue
         confidence = score * float(direct[list(CORE)].mean())
-        fit = surface_fit(scan.vertices, five, reference, tree) if tree is not None else 1.0
+        fit = surface_fit(sample, t, tree) if tree is not None else 1.0
         rank = confidence * (1 - layout / max_layout_error) * np.cos(np.radians(tilt)) * fit
         if best is None or rank > best[0]:
             best = (rank, FiveLandmarks(five, "mediapipe", confidence, f"yaw{yaw:+.0f}_roll{roll:+.0f}"))
         if confidence >= accept and layout <= max_layout_error / 2 and abs(tilt) <= UPRIGHT_DEG:
             eye_gap = float(np.linalg.norm(five[1] - five[0]))
-            if (fit >= accept_fit or plausible_pose(scan.vertices, direction, five, reference)
+            if (fit >= accept_fit or plausible_pose(sample, direction, five, t)
                     or any(np.linalg.norm(five - other, axis=1).mean() < 0.1 * eye_gap for other in good)):
                 break
             good.append(five)

@@ -28,7 +28,7 @@ from facepipe.pipeline.render import Hits, Raycaster, surface_colors
 from facepipe.pipeline.scan import Scan
 from facepipe.pipeline.seeding import sample_rng
 from facepipe.pipeline.store import (
-    FAILED, OK, Column, SampleWriter, bookkeeping_columns, facepipe_version, finalize, is_in_memory, open_group, plan_key,
+    FAILED, OK, Column, SampleWriter, bookkeeping_columns, facepipe_version, finalize, open_group, plan_key,
     prepare_store, read_plan, read_status, samples_digest, store_state,
 )
 from facepipe.schemas.rgbd import RenderConfig
@@ -157,7 +157,7 @@ def render_sample(job: RgbdJob, index: int, sample_id: str) -> SampleOutcome:
     except FacepipeError as exc:
         return _failed(job, index, sample_id, "read", str(exc))
     try:
-        return _render(job, index, sample_id, scan, pose, distance, rng, t0)
+        return _render(job, index, position, sample_id, scan, pose, distance, rng, t0)
     except Exception as exc:  # noqa: BLE001 - one odd mesh must not end the batch
         return _failed(job, index, sample_id, "internal", f"{sample_id}: {type(exc).__name__}: {exc}")
 
@@ -167,9 +167,9 @@ def _failed(job: RgbdJob, index: int, sample_id: str, stage: str, reason: str) -
     return SampleOutcome(index=index, path=sample_id, status="failed", stage=stage, reason=reason)
 
 
-def _render(job: RgbdJob, index: int, sample_id: str, scan: Scan, pose: np.ndarray, distance: float,
+def _render(job: RgbdJob, index: int, position: int, sample_id: str, scan: Scan, pose: np.ndarray, distance: float,
             rng: np.random.Generator, t0: float) -> SampleOutcome:
-    cfg, position = job.config, index // job.config.views
+    cfg = job.config
     face, pose_t = posed(scan, *pose)
     center = face.vertices.mean(0)
     device = _device(cfg)
@@ -235,8 +235,6 @@ def run_render_rgbd(source: Source, out: str, config: RenderConfig, *, seed: int
                      config=config, template_id=source.template_id, template_name="", landmark_names=FIVE,
                      n_samples=len(ids), samples_sha256=samples_digest(ids))
     todo, done_before = prepare_store(out, plan, ids, rgbd_columns(config), overwrite)
-    if is_in_memory(out) and processes and not scheduler:
-        processes = False
     job = RgbdJob(out, plan_key(plan), seed, config, source)
     run = run_tasks(render_sample, job, todo, ids, workers=workers, scheduler=scheduler, processes=processes,
                     done_before=done_before, on_start=on_start, on_sample=on_sample)

@@ -24,7 +24,7 @@ from facepipe.pipeline.resample import sample_points, subdivide_to
 from facepipe.pipeline.scan import compact, triangle_normals
 from facepipe.pipeline.seeding import sample_rng
 from facepipe.pipeline.store import (
-    OK, Column, SampleWriter, facepipe_version, finalize, is_in_memory, open_group, plan_key, prepare_store, read_status,
+    OK, Column, SampleWriter, facepipe_version, finalize, open_group, plan_key, prepare_store, read_status,
     samples_digest, scan_columns,
 )
 from facepipe.pipeline.template import Template, TemplateMap
@@ -155,8 +155,6 @@ def run_synth(model: MorphableModel, template: Template, selection: TemplateMap,
     constants = {"template_triangles": (template.triangles.astype(np.int32), ("triangle", "corner")),
                  "template_vertices": (template.vertices.astype(np.float32), ("vertex", "xyz"))}
     todo, done_before = prepare_store(out, plan, ids, columns, overwrite, constants)
-    if is_in_memory(out) and processes and not scheduler:
-        processes = False
     job = SynthJob(out, plan_key(plan), dataset, seed, config, model, template, selection)
     run = run_tasks(synth_sample, job, todo, ids, workers=workers, scheduler=scheduler, processes=processes,
                     done_before=done_before, on_start=on_start, on_sample=on_sample)
