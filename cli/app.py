@@ -169,7 +169,7 @@ def preprocess(
     tpl = _template(template, ict_model)
     result = preprocess_file(path, tpl, config, sample_rng(seed, "cli", path.name))
     if not isinstance(result, Preprocessed):
-        typer.echo(result.model_dump_json(indent=2) if as_json else f"failed at {result.stage}: {result.reason}")
+        typer.echo(result.model_dump_json(indent=2) if as_json else f"{result.path}: failed at {result.stage}: {result.reason}")
         raise typer.Exit(1)
     if out is not None:
         import open3d as o3d
@@ -416,7 +416,7 @@ def correspond(
     if len(inputs) == 1 and store_state(inputs[0]) == "store":
         items = store_items(inputs[0], limit)
     else:
-        paths = [Path(p) for p in inputs if Path(p).is_file()]
+        paths, relatives = [Path(p) for p in inputs if Path(p).is_file()], None
         if len(paths) != len(inputs):
             from facepipe.pipeline.catalog import get_entry, load_catalog
             from facepipe.pipeline.ingest import list_samples
@@ -424,8 +424,8 @@ def correspond(
             if len(inputs) != 1:
                 raise typer.BadParameter(f"not files: {[p for p in inputs if not Path(p).is_file()]}")
             root, ids = list_samples(inputs[0], get_entry(load_catalog(catalog), inputs[0]), catalog.parent, limit)
-            paths = [root / i for i in ids]
-        items = file_items(paths[:limit], tpl)
+            paths, relatives = [root / i for i in ids], ids
+        items = file_items(paths[:limit], tpl, relatives=relatives[:limit] if relatives else None)
     rows = run_correspond(items, tpl, out, method, predictor, fmt, batch, colour)
     done = [r for r in rows if r["output"]]
     typer.echo(f"{out}\n  meshes     {len(done)} ({method}, {len(tpl.vertices)} vertices each), index.csv")
@@ -541,7 +541,11 @@ def verify(
 
 
 def main() -> None:
-    """Console entry point: FacepipeErrors become one line on stderr and exit code 2."""
+    """Console entry point: FacepipeErrors become one line on stderr and exit code 2; anything else
+    (a bug) one line and exit 1, the traceback only with --debug."""
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 prints as escapes, never raises
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         app()  # standalone: Typer handles usage errors, --help and exit codes
     except FacepipeError as exc:
@@ -552,6 +556,15 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted: what was written is kept; the same command resumes", err=True)
         sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback for a user
+        if _state["debug"] or os.environ.get("FACEPIPE_DEBUG"):
+            raise
+        import traceback
+
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        typer.echo(f"internal error: {type(exc).__name__}: {exc} (at {Path(where.filename).name}:{where.lineno}); "
+                   "rerun with --debug for the traceback and please report it", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # torchrun -m facepipe.cli.app ...

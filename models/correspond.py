@@ -25,7 +25,8 @@ from scipy.spatial import cKDTree
 from facepipe.models.network import FaceNet
 from facepipe.models.train import load_checkpoint
 from facepipe.pipeline.align import apply, scale_of
-from facepipe.pipeline.errors import FacepipeError
+from facepipe.pipeline.errors import FacepipeError, printable
+from facepipe.pipeline.naming import output_names, relative_to_common
 from facepipe.pipeline.nicp import nicp
 from facepipe.pipeline.store import OK, open_group, read_status
 from facepipe.pipeline.template import Template, load_template
@@ -83,28 +84,32 @@ class Item:
 
 
 def store_items(url: str, limit: int | None = None) -> Iterator[Item]:
+    """The ok samples of a store, named by their path relative to the dataset root (unique by construction)."""
     group = open_group(url, "r")
     paths = group["source_path"][:]
-    for i in np.flatnonzero(read_status(group) == OK)[:limit]:
-        i = int(i)
-        source = str(paths[i])
-        folder, _, file = source.rpartition("/")
-        name = "__".join(part for part in (folder.replace("/", "__"), file.split(".")[0]) if part)  # no scan extension
-        yield Item(name.replace("#", "_"), source, group["points"][i].astype(np.float64),
-                   group["to_template"][i], group["landmarks"][i].astype(np.float64), i)
+    ok = [int(i) for i in np.flatnonzero(read_status(group) == OK)[:limit]]
+    sources = [str(paths[i]) for i in ok]
+    for i, source, name in zip(ok, sources, output_names(sources), strict=True):
+        yield Item(name, source, group["points"][i].astype(np.float64), group["to_template"][i],
+                   group["landmarks"][i].astype(np.float64), i)
 
 
-def file_items(paths: list[Path], template: Template, n_points: int = 29_495) -> Iterator[Item | FacepipeError]:
-    """Raw scans preprocessed on the fly; a scan that fails is yielded as its error."""
+def file_items(paths: list[Path], template: Template, n_points: int = 29_495,
+               relatives: list[str] | None = None) -> Iterator[Item | FacepipeError]:
+    """Raw scans preprocessed on the fly; a scan that fails is yielded as its error.
+
+    `relatives` (each path relative to its dataset root) name the outputs; by default the paths
+    relative to the folder they share, so `a/x.wrl` and `b/x.wrl` never write the same mesh."""
     from facepipe.pipeline.preprocess import Preprocessed, preprocess_file
     from facepipe.pipeline.seeding import sample_rng
     from facepipe.schemas.preprocess import PreprocessConfig
 
     config = PreprocessConfig(n_points=n_points)
-    for path in paths:
+    relatives = relatives if relatives is not None else relative_to_common(paths)
+    for path, name in zip(paths, output_names(relatives), strict=True):
         out = preprocess_file(path, template, config, sample_rng(0, "correspond", path.name))
         if isinstance(out, Preprocessed):
-            yield Item(path.name.split(".")[0], str(path), out.points.astype(np.float64), out.to_template,
+            yield Item(name, printable(str(path)), out.points.astype(np.float64), out.to_template,
                        out.landmarks.astype(np.float64))
         else:
             yield FacepipeError(f"{out.path}: {out.stage}: {out.reason}")

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from os import PathLike
 
+from facepipe.schemas.text import printable
+
+__all__ = ["CatalogError", "FacepipeError", "ScanFormatError", "printable"]
+
 
 class FacepipeError(Exception):
     """Base of all errors facepipe raises on purpose (bad input, bad config)."""
@@ -13,8 +17,8 @@ class ScanFormatError(FacepipeError):
     """A file that cannot be read as the format it claims to be; the message names file and problem."""
 
     def __init__(self, path: str | PathLike[str], problem: str) -> None:
-        self.path = str(path)
-        self.problem = problem
+        self.path = printable(str(path))
+        self.problem = printable(problem)
         super().__init__(f"{self.path}: {problem}")
 
 

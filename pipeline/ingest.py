@@ -19,14 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from facepipe.pipeline.catalog import get_entry, iter_scans, load_catalog, resolve_root
-from facepipe.pipeline.errors import FacepipeError
-from facepipe.pipeline.jobs import OnSample, OnStart, run_report, run_tasks
+from facepipe.pipeline.errors import FacepipeError, ScanFormatError
+from facepipe.pipeline.io.text import check_regular
+from facepipe.pipeline.jobs import OnSample, OnStart, run_store_job
 from facepipe.pipeline.morphable import FIVE
 from facepipe.pipeline.preprocess import Preprocessed, preprocess_file
 from facepipe.pipeline.seeding import sample_rng
 from facepipe.pipeline.store import (
-    FAILED, OK, SampleWriter, facepipe_version, finalize, open_group, plan_key, prepare_store, read_status,
-    samples_digest, scan_columns,
+    FAILED, OK, SampleWriter, facepipe_version, open_group, read_status, samples_digest, scan_columns,
 )
 from facepipe.pipeline.template import Template
 from facepipe.schemas.catalog import DatasetEntry
@@ -95,9 +95,12 @@ def ingest_sample(job: IngestJob, index: int, sample_id: str) -> SampleOutcome:
     values: dict[str, object] = {}
     seconds: dict[str, float] = {}
     try:
+        check_regular(path)  # a FIFO would block the hash below forever
         values["source_sha256"] = file_sha256(path)
+    except ScanFormatError as exc:
+        result: Preprocessed | PreprocessFailure = PreprocessFailure(path=str(path), stage="read", reason=str(exc))
     except OSError as exc:
-        result: Preprocessed | PreprocessFailure = PreprocessFailure(path=str(path), stage="read", reason=f"{path}: {exc}")
+        result = PreprocessFailure(path=str(path), stage="read", reason=f"{path}: {exc}")
     else:
         seconds["hash"] = time.perf_counter() - t0
         rng = sample_rng(job.seed, job.dataset, sample_id)
@@ -109,7 +112,8 @@ def ingest_sample(job: IngestJob, index: int, sample_id: str) -> SampleOutcome:
                                        reason=f"{path}: {type(exc).__name__}: {exc} (at {Path(where.filename).name}:{where.lineno})")
     if isinstance(result, Preprocessed):
         seconds = result.quality.seconds | seconds
-        quality = result.quality.model_dump(exclude={"seconds"})  # timings differ run to run: not in the store
+        # timings differ run to run: not in the store; no warnings, no key (the bytes of clean stores stay as they were)
+        quality = result.quality.model_dump(exclude={"seconds"} | ({"warnings"} if not result.quality.warnings else set()))
         values |= {"points": result.points, "normals": result.normals, "landmarks": result.landmarks,
                    "to_template": result.to_template, "quality": json.dumps(quality, sort_keys=True, separators=(",", ":"))}
         if result.meta is not None:
@@ -156,18 +160,16 @@ def run_ingest(name: str, catalog: str | PathLike[str], out: str, template: Temp
                overrides: dict[str, object] | None = None, overwrite: bool = False,
                on_start: OnStart | None = None, on_sample: OnSample | None = None) -> RunReport:
     """Ingest a catalog dataset into the store at `out` (a path or fsspec URL), resuming what is there."""
-    t_start = time.perf_counter()
     entry = get_entry(load_catalog(catalog), name)
     root, ids = list_samples(name, entry, Path(catalog).parent, limit)
     config = config_for(entry, overrides)
     plan = StorePlan(facepipe_version=facepipe_version(), dataset=name, format=entry.format, seed=seed, config=config,
                      template_id=template.id, template_name=template.name, landmark_names=FIVE, n_samples=len(ids),
                      samples_sha256=samples_digest(ids))
-    todo, done_before = prepare_store(out, plan, ids, scan_columns(config.n_points, FIVE), overwrite)
-    job = IngestJob(url=out, plan_key=plan_key(plan), dataset=name, root=str(root),
-                    fmt=None if entry.format == "auto" else entry.format, seed=seed, config=config, template=template)
-    run = run_tasks(ingest_sample, job, todo, ids, workers=workers, scheduler=scheduler, processes=processes,
-                    done_before=done_before, on_start=on_start, on_sample=on_sample)
-    duplicates = mark_duplicates(out, job.plan_key)
-    manifest = finalize(open_group(out, "r+"), out)
-    return run_report(name, out, ids, done_before, run, manifest, time.perf_counter() - t_start, duplicates)
+    def make_job(key: str) -> IngestJob:
+        return IngestJob(url=out, plan_key=key, dataset=name, root=str(root), fmt=None if entry.format == "auto" else entry.format,
+                         seed=seed, config=config, template=template)
+
+    return run_store_job(ingest_sample, make_job, plan, ids, scan_columns(config.n_points, FIVE), out, overwrite=overwrite,
+                         workers=workers, scheduler=scheduler, processes=processes, on_start=on_start, on_sample=on_sample,
+                         after=mark_duplicates)

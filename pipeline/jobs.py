@@ -15,8 +15,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from facepipe.pipeline.store import FAILED, SampleWriter, is_in_memory
-from facepipe.schemas.store import FailureLine, Manifest, RunReport, SampleOutcome
+from facepipe.pipeline.lock import store_lock
+from facepipe.pipeline.store import FAILED, Column, SampleWriter, finalize, is_in_memory, open_group, plan_key, prepare_store
+from facepipe.schemas.store import FailureLine, Manifest, RunReport, SampleOutcome, StorePlan
 
 OnStart = Callable[[int, int, str | None], None]
 OnSample = Callable[[SampleOutcome | None], None]
@@ -102,6 +103,25 @@ def _task_error(url: str, key: str, index: int, sample_id: str, exc: BaseExcepti
         return SampleOutcome(index=index, path=sample_id, status="failed", stage="internal", reason=reason)
     not_written.append(FailureLine(path=sample_id, stage="write", reason=f"{type(exc).__name__}: {exc}"))
     return None
+
+
+def run_store_job(task: Callable[..., SampleOutcome], make_job: Callable[[str], Any], plan: StorePlan, ids: Sequence[str],
+                  columns: Sequence[Column], out: str, *, overwrite: bool, workers: int, scheduler: str | None,
+                  processes: bool, on_start: OnStart | None = None, on_sample: OnSample | None = None,
+                  constants: dict[str, tuple[Any, tuple[str, ...]]] | None = None,
+                  after: Callable[[str, str], list[FailureLine]] | None = None) -> RunReport:
+    """The whole life of a store run, shared by ingest, synth and render-rgbd: take the store's lock,
+    create or resume the store, one task per sample still to do, `after(url, plan_key)` (ingest marks
+    duplicates there), the manifest, the report. `make_job(plan_key)` builds what every task gets."""
+    t_start = time.perf_counter()
+    with store_lock(out):
+        todo, done_before = prepare_store(out, plan, ids, columns, overwrite, constants)
+        key = plan_key(plan)
+        run = run_tasks(task, make_job(key), todo, ids, workers=workers, scheduler=scheduler, processes=processes,
+                        done_before=done_before, on_start=on_start, on_sample=on_sample)
+        extra = after(out, key) if after else []
+        manifest = finalize(open_group(out, "r+"), out)
+    return run_report(plan.dataset, out, ids, done_before, run, manifest, time.perf_counter() - t_start, extra)
 
 
 def run_report(dataset: str, url: str, ids: Sequence[str], done_before: int, run: TaskRun, manifest: Manifest,

@@ -99,6 +99,25 @@ def align(scan: Scan, five: np.ndarray, template: Template, config: PreprocessCo
     return t, info
 
 
+def sample_problem(points: np.ndarray, normals: np.ndarray, box: float, min_spread: float = 0.05) -> str | None:
+    """Why a sampled scan is not fit to store (None when it is): the last check before status ok.
+
+    A degenerate mesh that slipped past the reader (all vertices on one point, every triangle
+    flat) samples into identical points with zero normals; that must never be stored as good.
+    """
+    if not (np.isfinite(points).all() and np.isfinite(normals).all()):
+        return "NaN/inf among the sampled points or normals"
+    length = np.linalg.norm(normals, axis=1)
+    if (bad := np.abs(length - 1) > 1e-3).any():
+        return f"{int(bad.sum())} of {len(normals)} sampled normals are not unit vectors (degenerate triangles)"
+    if np.abs(points).max() > box * (1 + 1e-5):
+        return f"sampled points lie outside the [-{box:g}, {box:g}] box"
+    spread = float((points.max(axis=0) - points.min(axis=0)).max())
+    if spread < min_spread * 2 * box:
+        return f"the sampled points span only {spread:.3g} template units: a degenerate surface"
+    return None
+
+
 def preprocess(scan: Scan, template: Template, config: PreprocessConfig, rng: np.random.Generator,
                mediapipe: MediaPipe | None = None) -> Preprocessed | PreprocessFailure:
     clock = _Clock()
@@ -123,6 +142,8 @@ def preprocess(scan: Scan, template: Template, config: PreprocessConfig, rng: np
             if config.sampling == "vertices" and len(sv) < config.n_points:
                 raise StageError("resample", f"{len(sv)} vertices after {levels} subdivisions, fewer than {config.n_points}")
             pts, nrm = sample_points(sv, sf, config.n_points, rng, config.sampling)
+        if problem := sample_problem(pts, nrm, config.crop_box):
+            raise StageError("check", problem)
     except StageError as exc:
         return PreprocessFailure(path=scan.meta.path, stage=exc.stage, reason=exc.reason)  # type: ignore[arg-type]
     quality = QualityRecord(
@@ -130,7 +151,7 @@ def preprocess(scan: Scan, template: Template, config: PreprocessConfig, rng: np
         landmark_residual_mm=info["residual"], landmark_residual_icp_mm=info["residual_icp"],
         icp_fitness=info["fitness"], icp_rmse_mm=info["rmse"], scale=scale_of(t),
         vertices_before_crop=len(scan.vertices), vertices_after_crop=len(v), triangles_after_crop=len(f),
-        subdivision_levels=levels, seconds=clock.seconds)
+        subdivision_levels=levels, seconds=clock.seconds, warnings=list(scan.warnings))
     return Preprocessed(pts.astype(np.float32), nrm.astype(np.float32), apply(t, five.points).astype(np.float32), t, quality,
                         scan.meta)
 

@@ -22,14 +22,14 @@ from facepipe.pipeline.align import apply
 from facepipe.pipeline.depth_sensor import StructuredLight, depth_to_xyz, intrinsics, world_to_camera
 from facepipe.pipeline.errors import CatalogError, FacepipeError
 from facepipe.pipeline.io.registry import read_scan
-from facepipe.pipeline.jobs import OnSample, OnStart, run_report, run_tasks
+from facepipe.pipeline.jobs import OnSample, OnStart, run_store_job
 from facepipe.pipeline.morphable import FIVE
 from facepipe.pipeline.render import Hits, Raycaster, surface_colors
 from facepipe.pipeline.scan import Scan
 from facepipe.pipeline.seeding import sample_rng
 from facepipe.pipeline.store import (
-    FAILED, OK, Column, SampleWriter, bookkeeping_columns, facepipe_version, finalize, open_group, plan_key,
-    prepare_store, read_plan, read_status, samples_digest, store_state,
+    FAILED, OK, Column, SampleWriter, bookkeeping_columns, facepipe_version, open_group, read_plan, read_status,
+    samples_digest, store_state,
 )
 from facepipe.schemas.rgbd import RenderConfig
 from facepipe.schemas.scan import ScanMeta
@@ -226,7 +226,6 @@ def rgbd_columns(config: RenderConfig) -> list[Column]:
 def run_render_rgbd(source: Source, out: str, config: RenderConfig, *, seed: int = 0, workers: int = 2,
                     scheduler: str | None = None, processes: bool = True, overwrite: bool = False,
                     on_start: OnStart | None = None, on_sample: OnSample | None = None) -> RunReport:
-    t_start = time.perf_counter()
     if not source.ids:
         raise RenderError(f"{source.location}: no finished sample to render")
     ids = [f"{sid}#v{v:02d}" for sid in source.ids for v in range(config.views)]
@@ -234,12 +233,9 @@ def run_render_rgbd(source: Source, out: str, config: RenderConfig, *, seed: int
     plan = StorePlan(kind="rgbd", facepipe_version=facepipe_version(), dataset=dataset, format=source.kind, seed=seed,
                      config=config, template_id=source.template_id, template_name="", landmark_names=FIVE,
                      n_samples=len(ids), samples_sha256=samples_digest(ids))
-    todo, done_before = prepare_store(out, plan, ids, rgbd_columns(config), overwrite)
-    job = RgbdJob(out, plan_key(plan), seed, config, source)
-    run = run_tasks(render_sample, job, todo, ids, workers=workers, scheduler=scheduler, processes=processes,
-                    done_before=done_before, on_start=on_start, on_sample=on_sample)
-    manifest = finalize(open_group(out, "r+"), out)
-    return run_report(dataset, out, ids, done_before, run, manifest, time.perf_counter() - t_start)
+    return run_store_job(render_sample, lambda key: RgbdJob(out, key, seed, config, source), plan, ids, rgbd_columns(config),
+                         out, overwrite=overwrite, workers=workers, scheduler=scheduler, processes=processes,
+                         on_start=on_start, on_sample=on_sample)
 
 
 def colorize(depth: np.ndarray, lo: float, hi: float) -> np.ndarray:

@@ -8,7 +8,7 @@ from os import PathLike
 import numpy as np
 
 from facepipe.pipeline.errors import ScanFormatError
-from facepipe.schemas.scan import ScanMeta
+from facepipe.schemas.scan import ReadLimits, ScanMeta
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,6 +48,7 @@ class Scan:
     texture: np.ndarray | None = None  # (H, W, 3) uint8
     landmarks: Landmarks | None = None
     grid_shape: tuple[int, int] | None = field(default=None)  # (rows, cols) for range-image scans
+    warnings: tuple[str, ...] = ()  # what the reader doubted but could not prove wrong (a possibly cut last line)
 
     def with_landmarks(self, landmarks: Landmarks | None) -> Scan:
         return replace(self, landmarks=landmarks)
@@ -85,6 +86,44 @@ def make_scan(path: str | PathLike[str], vertices: np.ndarray, faces: np.ndarray
         if ids.size and ids.max() >= len(v):
             raise ScanFormatError(path, f"landmark vertex index {int(ids.max())} is out of range for {len(v)} vertices")
     return Scan(vertices=v, faces=f, meta=meta, **kw)  # type: ignore[arg-type]
+
+
+def check_scan(scan: Scan, limits: ReadLimits) -> Scan:
+    """Checks of the whole mesh that no single field shows: a size plausible for a face in mm, some
+    surface at all, usable normals and texture coordinates. A file's optional extras that are broken
+    are dropped with a warning; a mesh that cannot be a face is an error naming the file."""
+    path = scan.meta.path
+    used = np.unique(scan.faces)
+    v = scan.vertices[used]
+    extent = float((v.max(axis=0) - v.min(axis=0)).max())
+    if extent < limits.min_extent_mm:
+        raise ScanFormatError(path, f"the surface spans only {extent:.3g} mm: degenerate, or not in millimetres "
+                              f"(a face spans 100-300 mm; FACEPIPE_MIN_EXTENT_MM lowers the limit of {limits.min_extent_mm:g})")
+    if extent > limits.max_extent_mm:
+        raise ScanFormatError(path, f"the surface spans {extent:.3g} mm: not a face scan in millimetres "
+                              f"(FACEPIPE_MAX_EXTENT_MM raises the limit of {limits.max_extent_mm:g})")
+    area = 0.5 * float(np.linalg.norm(triangle_normals(scan.vertices, scan.faces), axis=1).sum())
+    if area <= 1e-6 * extent**2:
+        raise ScanFormatError(path, f"the triangles have no area ({area:.3g} mm^2 in all): a degenerate mesh")
+    if scan.landmarks is not None and np.isinf(scan.landmarks.points).any():
+        raise ScanFormatError(path, f"infinite landmark coordinates (from {scan.landmarks.source or 'the landmark file'})")
+    changes: dict[str, object] = {}
+    notes = list(scan.warnings)
+    if scan.normals is not None:
+        length = np.linalg.norm(scan.normals, axis=1)
+        bad = ~np.isfinite(length) | (length < 1e-6)
+        if bad.any():
+            changes["normals"] = None
+            notes.append(f"{int(bad.sum())} of the file's vertex normals are zero or NaN: its normals are ignored")
+    for name in ("uv", "face_uv"):
+        values = getattr(scan, name)
+        if values is not None and not np.isfinite(values).all():
+            changes |= {"uv": None, "face_uv": None, "texture": None}
+            notes.append("NaN/inf texture coordinates: the texture is ignored")
+            break
+    if not changes:
+        return scan
+    return replace(scan, warnings=tuple(notes), **changes)  # type: ignore[arg-type]
 
 
 def polygon_offsets(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -160,6 +199,14 @@ def compact(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.nda
     return vertices[kept], remap[faces], kept
 
 
+def valid_window(valid: np.ndarray) -> tuple[slice, slice]:
+    """The smallest row and column range holding every valid pixel (the whole grid when none is)."""
+    rows, cols = np.flatnonzero(valid.any(axis=1)), np.flatnonzero(valid.any(axis=0))
+    if rows.size == 0:
+        return slice(0, valid.shape[0]), slice(0, valid.shape[1])
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+
+
 def grid_scan(
     path: str | PathLike[str],
     points: np.ndarray,
@@ -168,20 +215,31 @@ def grid_scan(
     meta: ScanMeta,
     uv: np.ndarray | None = None,
     max_edge_factor: float = 4.0,
+    origin: tuple[int, int] = (0, 0),
+    full_shape: tuple[int, int] | None = None,
     **kw: object,
 ) -> tuple[Scan, np.ndarray]:
     """A mesh from a range image: valid pixels become vertices (in row-major order), cells become triangles.
 
     Returns the scan and, for every grid pixel, its vertex index (-1 where invalid), so that side
-    files that name pixels (landmarks, textures) can be mapped onto the mesh.
+    files that name pixels (landmarks, textures) can be mapped onto the mesh. The arrays may be a
+    window of a larger grid (`full_shape`, the window starting at `origin`); either way only the
+    window around the valid pixels is meshed, so a wide empty background costs no memory.
     """
     if not valid.any():
         raise ScanFormatError(path, "the range image has no valid point")
+    full_shape = full_shape or valid.shape
+    rs, cs = valid_window(valid)
+    points, valid = points[rs, cs], valid[rs, cs]
+    uv = None if uv is None else uv[rs, cs]
+    r0, c0 = origin[0] + rs.start, origin[1] + cs.start
     faces = grid_faces(valid, points, rows_up, max_edge_factor)
-    flat_valid = valid.ravel()
-    vertex_of_pixel = np.full(flat_valid.size, -1, np.int64)
-    vertex_of_pixel[flat_valid] = np.arange(int(flat_valid.sum()))
-    vertices = points.reshape(-1, 3)[flat_valid]
-    vuv = None if uv is None else uv.reshape(-1, 2)[flat_valid]
-    scan = make_scan(path, vertices, vertex_of_pixel[faces], meta, uv=vuv, grid_shape=valid.shape, **kw)
-    return scan, vertex_of_pixel
+    n = int(valid.sum())
+    local = np.full(valid.shape, -1, np.int64)
+    local[valid] = np.arange(n)
+    vertex_of_pixel = np.full(full_shape, -1, np.int64)
+    vertex_of_pixel[r0 : r0 + valid.shape[0], c0 : c0 + valid.shape[1]] = local
+    vertices = points[valid]
+    vuv = None if uv is None else uv[valid]
+    scan = make_scan(path, vertices, local.ravel()[faces], meta, uv=vuv, grid_shape=tuple(full_shape), **kw)
+    return scan, vertex_of_pixel.ravel()

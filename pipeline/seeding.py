@@ -12,7 +12,9 @@ import numpy as np
 
 
 def sample_seed(seed: int, dataset: str, sample_id: str) -> int:
-    digest = hashlib.blake2b(f"{seed}\x1f{dataset}\x1f{sample_id}".encode(), digest_size=16).digest()
+    # surrogateescape: a file name that is not UTF-8 hashes as its own bytes (UTF-8 names are unchanged)
+    key = f"{seed}\x1f{dataset}\x1f{sample_id}".encode("utf-8", "surrogateescape")
+    digest = hashlib.blake2b(key, digest_size=16).digest()
     return int.from_bytes(digest, "little")
 
 

@@ -23,7 +23,7 @@ import zarr
 from pydantic import ValidationError
 from zarr.codecs import ZstdCodec
 
-from facepipe.pipeline.errors import FacepipeError
+from facepipe.pipeline.errors import FacepipeError, printable
 from facepipe.schemas.store import Manifest, StorePlan, VerifyReport
 
 PENDING, OK, FAILED = 0, 1, 2
@@ -86,7 +86,7 @@ def facepipe_version() -> str:
 
 
 def samples_digest(sample_ids: Sequence[str]) -> str:
-    return hashlib.sha256("\n".join(sample_ids).encode()).hexdigest()
+    return hashlib.sha256("\n".join(sample_ids).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def _zarr_store(url: str) -> Any:
@@ -102,10 +102,13 @@ def is_in_memory(url: str) -> bool:
 
 
 def open_group(url: str, mode: str = "r") -> zarr.Group:
+    """A facepipe store: Zarr v3 only, so a v2 store (whose filters may be pickles) is never decoded."""
     try:
-        return zarr.open_group(store=_zarr_store(url), mode=mode)  # type: ignore[arg-type]
+        return zarr.open_group(store=_zarr_store(url), mode=mode, zarr_format=3)  # type: ignore[arg-type]
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError) as exc:
         raise StoreError(f"{url}: not a facepipe store ({type(exc).__name__}: {exc})") from None
+    except (ValueError, TypeError, KeyError, OSError) as exc:  # a zarr.json that is not valid Zarr v3 metadata
+        raise StoreError(f"{url}: not a readable Zarr v3 store ({type(exc).__name__}: {str(exc)[:200]})") from None
 
 
 def store_state(url: str) -> str:
@@ -138,11 +141,15 @@ def read_plan(group: zarr.Group, url: str) -> StorePlan:
 
 def create_store(url: str, plan: StorePlan, sample_ids: Sequence[str], columns: Sequence[Column],
                  constants: dict[str, tuple[np.ndarray, tuple[str, ...]]] | None = None) -> zarr.Group:
-    """Preallocate every per-sample array (nothing but metadata is written), write the `constants`
-    (arrays shared by all samples, with their dimension names) and record the plan, last."""
+    """Preallocate every per-sample array (nothing but metadata is written) and write the `constants`
+    (arrays shared by all samples, with their dimension names).
+
+    The group is born with its plan and a `creating` mark, which goes only once every array is
+    there: a run killed on the way leaves a store that the next run recognises and makes anew."""
     if len(sample_ids) != plan.n_samples:
         raise ValueError(f"{len(sample_ids)} sample ids for a plan of {plan.n_samples}")
-    group = zarr.open_group(store=_zarr_store(url), mode="w")  # type: ignore[arg-type]
+    attrs = {"plan": plan.model_dump(mode="json")}
+    group = zarr.open_group(store=_zarr_store(url), mode="w", zarr_format=3, attributes=attrs | {"creating": True})  # type: ignore[arg-type]
     n = plan.n_samples
     for col in columns:
         group.create_array(col.name, shape=(n, *col.shape), chunks=(1, *col.shape), dtype=col.dtype, fill_value=col.fill,
@@ -150,10 +157,10 @@ def create_store(url: str, plan: StorePlan, sample_ids: Sequence[str], columns: 
     ids = group.create_array("source_path", shape=(n,), chunks=(min(n, 4096),), dtype=str, fill_value="",
                              compressors=COMPRESSOR, dimension_names=("sample",),
                              attributes={"description": "scan file relative to the dataset root: the sample id"})
-    ids[:] = np.asarray(sample_ids, dtype=object)
+    ids[:] = np.asarray([printable(i) for i in sample_ids], dtype=object)
     for name, (value, dims) in (constants or {}).items():
         group.create_array(name, data=value, compressors=COMPRESSOR, dimension_names=dims)
-    group.attrs.put({"plan": plan.model_dump(mode="json")})
+    group.attrs.put(attrs)  # created
     return group
 
 
@@ -175,7 +182,7 @@ def prepare_store(url: str, plan: StorePlan, sample_ids: Sequence[str], columns:
     state = store_state(url)
     if state == "other":
         raise StoreError(f"{url} exists and is not a Zarr store: refusing to write over it (choose another --out)")
-    if state == "store" and not overwrite:
+    if state == "store" and not overwrite and not open_group(url, "r").attrs.get("creating"):
         group = open_group(url, "r+")
         old = read_plan(group, url)
         if diffs := plan_differences(old, plan):
@@ -214,6 +221,8 @@ class SampleWriter:
             value = values.get(name)
             if value is None:
                 value = np.full(arr.shape[1:], arr.fill_value, dtype=arr.dtype) if arr.ndim > 1 else arr.fill_value
+            elif isinstance(value, str):  # UTF-8 in the store: a file name's undecodable bytes as escapes
+                value = printable(value)
             arr[index] = value
         self.status[index] = status  # last: a sample is ok only once its data are on disk
 

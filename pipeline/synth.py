@@ -17,15 +17,14 @@ import numpy as np
 
 from facepipe.pipeline.align import apply, scale_of, umeyama
 from facepipe.pipeline.crop import crop_mesh, region_mask
-from facepipe.pipeline.jobs import OnSample, OnStart, run_report, run_tasks
+from facepipe.pipeline.jobs import OnSample, OnStart, run_store_job
 from facepipe.pipeline.morphable import FIVE, MorphableModel
 from facepipe.pipeline.render import facing_direction, frontal_camera, render, shade
 from facepipe.pipeline.resample import sample_points, subdivide_to
 from facepipe.pipeline.scan import compact, triangle_normals
 from facepipe.pipeline.seeding import sample_rng
 from facepipe.pipeline.store import (
-    OK, Column, SampleWriter, facepipe_version, finalize, open_group, plan_key, prepare_store, read_status,
-    samples_digest, scan_columns,
+    OK, Column, SampleWriter, facepipe_version, open_group, read_status, samples_digest, scan_columns,
 )
 from facepipe.pipeline.template import Template, TemplateMap
 from facepipe.schemas.store import RunReport, SampleOutcome, StorePlan
@@ -145,7 +144,6 @@ def run_synth(model: MorphableModel, template: Template, selection: TemplateMap,
               seed: int = 0, workers: int = 2, scheduler: str | None = None, processes: bool = True, overwrite: bool = False,
               on_start: OnStart | None = None, on_sample: OnSample | None = None) -> RunReport:
     """N identities x (neutral + K expressions) into `synth.zarr`; a rerun resumes, like ingest."""
-    t_start = time.perf_counter()
     dataset = f"synth-{config.model}"
     ids = sample_ids(config.identities, config.expressions)
     plan = StorePlan(kind="synth", facepipe_version=facepipe_version(), dataset=dataset, format=config.model, seed=seed,
@@ -154,12 +152,9 @@ def run_synth(model: MorphableModel, template: Template, selection: TemplateMap,
     columns = scan_columns(config.n_points, FIVE, synth_columns(model, selection.size))
     constants = {"template_triangles": (template.triangles.astype(np.int32), ("triangle", "corner")),
                  "template_vertices": (template.vertices.astype(np.float32), ("vertex", "xyz"))}
-    todo, done_before = prepare_store(out, plan, ids, columns, overwrite, constants)
-    job = SynthJob(out, plan_key(plan), dataset, seed, config, model, template, selection)
-    run = run_tasks(synth_sample, job, todo, ids, workers=workers, scheduler=scheduler, processes=processes,
-                    done_before=done_before, on_start=on_start, on_sample=on_sample)
-    manifest = finalize(open_group(out, "r+"), out)
-    return run_report(dataset, out, ids, done_before, run, manifest, time.perf_counter() - t_start)
+    return run_store_job(synth_sample, lambda key: SynthJob(out, key, dataset, seed, config, model, template, selection), plan,
+                         ids, columns, out, overwrite=overwrite, workers=workers, scheduler=scheduler, processes=processes,
+                         on_start=on_start, on_sample=on_sample, constants=constants)
 
 
 def preview_grid(url: str, count: int = 16, columns: int = 4, size: int = 192) -> np.ndarray:

@@ -7,12 +7,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from facepipe.schemas.scan import ScanMeta
+from facepipe.schemas.text import Printable
 
 
 class InspectReport(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    path: str
+    path: Printable
     format: str
     vertices: int
     faces: int

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from facepipe.schemas.text import Printable
+
 
 class PreprocessConfig(BaseModel):
     """Everything that changes a preprocessed sample; stores record it, and a change forbids resuming."""
@@ -54,6 +56,7 @@ class QualityRecord(BaseModel):
     triangles_after_crop: int
     subdivision_levels: int
     seconds: dict[str, float] = Field(default_factory=dict, description="wall time per stage")
+    warnings: list[str] = Field(default_factory=list, description="what the reader doubted, e.g. a possibly cut last line")
 
 
 class PreprocessFailure(BaseModel):
@@ -61,6 +64,6 @@ class PreprocessFailure(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    path: str
-    stage: Literal["read", "landmarks", "align", "crop", "resample", "duplicate", "internal"]
-    reason: str
+    path: Printable
+    stage: Literal["read", "landmarks", "align", "crop", "resample", "check", "duplicate", "internal"]
+    reason: Printable

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from facepipe.schemas.preprocess import PreprocessConfig
 from facepipe.schemas.rgbd import RenderConfig
 from facepipe.schemas.synth import SynthConfig
+from facepipe.schemas.text import Printable
 
 
 class StorePlan(BaseModel):
@@ -51,17 +52,17 @@ class SampleOutcome(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     index: int
-    path: str
+    path: Printable
     status: Literal["ok", "failed"]
     stage: str | None = None
-    reason: str | None = None
+    reason: Printable | None = None
     seconds: dict[str, float] = Field(default_factory=dict)
 
 
 class FailureLine(BaseModel):
-    path: str
+    path: Printable
     stage: str
-    reason: str
+    reason: Printable
 
 
 class RunReport(BaseModel):

@@ -52,7 +52,7 @@ def _header(rows: int, cols: int, n: int, name: bytes = b"t.png") -> bytes:
     [
         (b"\x01\x00", "truncated .bnt header"),
         (_header(0, 5, 0), "empty"),
-        (_header(60000, 60000, 5 * 60000 * 60000 % 2**32), "header says"),  # a forged giant grid
+        (_header(60000, 60000, 5 * 60000 * 60000 % 2**32), "header declares a 60000 x 60000 grid"),  # a forged giant grid
         (_header(2, 2, 20) + b"\x00" * 40, r"need 160 \(truncated\?\)"),
         (struct.pack("<HHdH", 2, 2, -1e9, 5000) + b"abc", "runs past the end"),
     ],

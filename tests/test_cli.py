@@ -70,7 +70,7 @@ def test_preprocess_writes_points_and_reports_failures(tmp_path: Path, example_d
     header = ply.read_bytes()[:400].decode("ascii", "replace")
     assert "element vertex 3000" in header and "property double nx" in header
     flat = tmp_path / "flat.obj"
-    flat.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    flat.write_text("v 0 0 0\nv 100 0 0\nv 0 100 0\nf 1 2 3\n")  # 100 mm: a plausible size, but no face
     run = facepipe("preprocess", str(flat), "--landmarks", "annotations")
     assert run.returncode == 1 and "failed at landmarks" in run.stdout
     run = facepipe("preprocess", str(scan), "--sampling", "everywhere")

@@ -49,7 +49,7 @@ def test_row_zero_is_the_top(frgc_scan: Path) -> None:
     ("mutate", "problem"),
     [
         (lambda t: t.replace("48 rows", "48 lines"), "not an .abs file"),
-        (lambda t: t.replace("48 rows", "480000 rows"), "implausible grid size"),
+        (lambda t: t.replace("48 rows", "480000 rows"), "480000 x 64 grid, more than the limit"),
         (lambda t: t.replace("48 rows", "4800 rows"), "truncated"),
         (lambda t: t.replace("64 columns", "65 columns"), "expected 48 x 65"),
         (lambda t: t.rsplit("\n", 2)[0] + "\n", "expected 4 data lines"),
@@ -65,9 +65,16 @@ def test_bad_abs(frgc_scan: Path, mutate, problem: str) -> None:  # type: ignore
     assert "02463d452.abs" in str(info.value)
 
 
-def test_valid_flag_on_invalid_marker(frgc_scan: Path) -> None:
+def test_invalid_marker_in_one_coordinate_makes_the_point_invalid(frgc_scan: Path) -> None:
+    """A point flagged valid whose X, Y or Z alone holds -999999 is no point (real files do this)."""
     grid = frgc.parse_abs(frgc_scan.read_text())
-    grid.flags[0, 0] = 1
+    before = len(read_scan(frgc_scan).vertices)
+    valid = np.argwhere(grid.flags == 1)
+    (r1, c1), (r2, c2) = valid[0], valid[len(valid) // 2]
+    grid.z[r1, c1] = frgc.INVALID  # flagged valid, marker in Z only
+    grid.flags[0, 0], grid.x[0, 0] = 1, frgc.INVALID  # an invalid pixel flagged valid, marker in X only
+    grid.y[r2, c2] = frgc.INVALID
     frgc_scan.write_bytes(frgc.write_abs(grid))
-    with pytest.raises(ScanFormatError, match="invalid marker"):
-        read_scan(frgc_scan)
+    scan = read_scan(frgc_scan)
+    assert len(scan.vertices) == before - 2
+    assert (np.abs(scan.vertices) < 1e5).all()

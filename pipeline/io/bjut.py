@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from facepipe.pipeline.errors import ScanFormatError
-from facepipe.pipeline.io.text import parse_numbers, read_bytes
+from facepipe.pipeline.io.text import CUT_LINE, ends_mid_line, parse_numbers, read_bytes
 from facepipe.pipeline.scan import Scan, make_scan
 from facepipe.schemas.scan import ScanMeta
 
-_VERTEX = re.compile(r"^\s*Vertex\s+\d+\s+X=\s*(\S+)\s+Y=\s*(\S+)\s+Z=\s*(\S+)(?:\s+R=\s*(\S+)\s+G=\s*(\S+)\s+B=\s*(\S+))?\s*$")
-_FACE = re.compile(r"^\s*Face\s+\d+\s+(\d+)\s+(\d+)\s+(\d+)\s*$")
+_VERTEX = re.compile(r"^\s*Vertex\s+(\d+)\s+X=\s*(\S+)\s+Y=\s*(\S+)\s+Z=\s*(\S+)(?:\s+R=\s*(\S+)\s+G=\s*(\S+)\s+B=\s*(\S+))?\s*$")
+_FACE = re.compile(r"^\s*Face\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s*$")
 
 
 def is_bjut_text(data: bytes) -> bool:
@@ -30,18 +30,23 @@ def is_bjut_text(data: bytes) -> bool:
 
 
 def parse_bjut_text(text: str, path: str | PathLike[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Vertex and Face lines; their ids must count up from 1, so a dropped or doubled line is an error."""
     verts, cols, faces = [], [], []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         if m := _VERTEX.match(line):
-            verts.append(m.group(1, 2, 3))
-            if m.group(4) is not None:
-                cols.append(m.group(4, 5, 6))
+            verts.append(m.group(2, 3, 4))
+            if m.group(5) is not None:
+                cols.append(m.group(5, 6, 7))
+            ident, expected = int(m.group(1)), len(verts)
         elif m := _FACE.match(line):
-            faces.append(m.group(1, 2, 3))
+            faces.append(m.group(2, 3, 4))
+            ident, expected = int(m.group(1)), len(faces)
         else:
             raise ScanFormatError(path, f"line {n}: neither a 'Vertex ... X= Y= Z=' nor a 'Face id a b c' line")
+        if ident != expected:
+            raise ScanFormatError(path, f"line {n}: id {ident} where {expected} comes next (a line is missing or doubled)")
     if cols and len(cols) != len(verts):
         raise ScanFormatError(path, "some vertices have colours and others do not")
     v = parse_numbers(" ".join(" ".join(t) for t in verts), path, "vertex coordinates").reshape(-1, 3)
@@ -82,11 +87,13 @@ def write_bjut_binary(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarra
 def read_bjut(path: str | PathLike[str], texture: bool = True) -> Scan:
     p = Path(path)
     data = read_bytes(p)
+    warnings: tuple[str, ...] = ()
     if is_bjut_text(data):
         v, f, c = parse_bjut_text(data.decode("latin-1"), p)
+        warnings = (CUT_LINE,) if ends_mid_line(data) else ()
     else:
         v, f, c = parse_bjut_binary(data, p)
     if c is not None and ((c < 0).any() or (c > 255).any() or not np.isfinite(c).all()):
         raise ScanFormatError(p, "vertex colours must lie in 0..255")
     meta = ScanMeta(format="bjut3d", path=str(p), dataset="bjut3d", subject=p.stem)
-    return make_scan(p, v, f, meta, colors=None if c is None else np.round(c).astype(np.uint8))
+    return make_scan(p, v, f, meta, colors=None if c is None else np.round(c).astype(np.uint8), warnings=warnings)

@@ -13,6 +13,7 @@ from scipy.spatial import cKDTree
 
 from facepipe.pipeline.errors import ScanFormatError
 from facepipe.pipeline.io.image import read_image
+from facepipe.pipeline.io.limits import read_limits
 from facepipe.pipeline.io.text import parse_numbers, read_bytes, read_text
 from facepipe.pipeline.scan import Landmarks, Scan, grid_scan
 from facepipe.schemas.scan import ScanMeta
@@ -50,7 +51,8 @@ class BntGrid:
 
     @property
     def valid(self) -> np.ndarray:
-        return ~((self.x == self.zmin) & (self.y == self.zmin) & (self.z == self.zmin))
+        """Real files mark some invalid points in Z alone: the marker in any coordinate makes a point invalid."""
+        return ~((self.x == self.zmin) | (self.y == self.zmin) | (self.z == self.zmin))
 
 
 def parse_name(path: str | PathLike[str]) -> dict[str, str]:
@@ -69,6 +71,9 @@ def parse_bnt(data: bytes, path: str | PathLike[str] = "<bnt>") -> BntGrid:
     off = 14
     if rows == 0 or cols == 0:
         raise ScanFormatError(path, f".bnt grid is {rows} x {cols}: empty")
+    if rows * cols > (cap := read_limits().max_grid_pixels):
+        raise ScanFormatError(path, f"the header declares a {rows} x {cols} grid, more than the limit of {cap:,} pixels "
+                              "(FACEPIPE_MAX_GRID_PIXELS raises it)")
     if off + name_len + 4 > len(data):
         raise ScanFormatError(path, f"texture-name length {name_len} runs past the end of the file")
     try:
@@ -121,7 +126,11 @@ def parse_lm3(text: str, path: str | PathLike[str] = "<lm3>") -> tuple[list[str]
     pts = parse_numbers(" ".join(body[2 * k + 1] for k in range(count)), path, "landmark coordinates")
     if pts.size != 3 * count:
         raise ScanFormatError(path, f"{count} landmarks need {3 * count} coordinates, found {pts.size}")
-    return labels, pts.reshape(count, 3)
+    pts = pts.reshape(count, 3)
+    if not np.isfinite(pts).all():
+        k = int(np.flatnonzero(~np.isfinite(pts).all(axis=1))[0])
+        raise ScanFormatError(path, f"landmark {labels[k]!r} has NaN/inf coordinates")
+    return labels, pts
 
 
 def write_lm3(labels: list[str], points: np.ndarray, info: list[str] | None = None) -> bytes:

@@ -85,6 +85,8 @@ def read_pse(path: str | PathLike[str]) -> Landmarks:
     if len(rows) != 8 or any(len(r) != 4 for r in rows):
         raise ScanFormatError(path, f"a .pse file has 8 '<id> x y z' lines besides the normals, found {len(rows)}")
     values = parse_numbers(" ".join(" ".join(r) for r in rows), path, "pose points").reshape(8, 4)
+    if not np.isfinite(values).all():
+        raise ScanFormatError(path, "NaN/inf pose points")
     names = tuple(f"pse_{int(i)}" for i in values[:, 0])
     return Landmarks(names, values[:, 1:].copy(), None, source="pse")
 

@@ -11,13 +11,13 @@ import numpy as np
 
 from facepipe.pipeline.errors import ScanFormatError
 from facepipe.pipeline.io.image import read_image
+from facepipe.pipeline.io.limits import read_limits
 from facepipe.pipeline.io.text import parse_numbers, read_text
 from facepipe.pipeline.scan import Scan, grid_scan
 from facepipe.schemas.scan import ScanMeta
 
 NAME = re.compile(r"^(?P<subject>\d{5})d(?P<sequence>\d+)$")
 INVALID = -999999.0
-MAX_PIXELS = 16_000_000
 
 
 @dataclass(eq=False)
@@ -45,8 +45,12 @@ def parse_abs(text: str, path: str | PathLike[str] = "<abs>") -> AbsGrid:
         raise ScanFormatError(path, "not an .abs file: expected 'N rows', 'M columns', 'pixels (flag X Y Z):'")
     rows, cols = int(m_rows.group(1)), int(m_cols.group(1))
     n = rows * cols
-    if n == 0 or n > MAX_PIXELS:
-        raise ScanFormatError(path, f"implausible grid size {rows} x {cols}")
+    cap = read_limits().max_grid_pixels
+    if n == 0:
+        raise ScanFormatError(path, f"the header declares an empty {rows} x {cols} grid")
+    if n > cap:
+        raise ScanFormatError(path, f"the header declares a {rows} x {cols} grid, more than the limit of {cap:,} pixels "
+                              "(FACEPIPE_MAX_GRID_PIXELS raises it)")
     if len(head[3]) < 4 * n * 2 - 4:  # every value needs at least one digit and one separator
         raise ScanFormatError(path, f"{rows} x {cols} grid needs 4 x {n} values but the file is only {len(text)} characters (truncated?)")
     lines = [ln for ln in head[3].split("\n") if ln.strip()]
@@ -88,12 +92,10 @@ def texture_path(path: str | PathLike[str]) -> Path | None:
 def read_frgc(path: str | PathLike[str], texture: bool = True) -> Scan:
     p = Path(path)
     grid = parse_abs(read_text(p), p)
-    valid = grid.flags.astype(bool)
     points = np.stack([grid.x, grid.y, grid.z], -1)
+    valid = grid.flags.astype(bool) & ~(points == INVALID).any(axis=-1)  # the marker in any coordinate: no point
     if not np.isfinite(points[valid]).all():
         raise ScanFormatError(p, "NaN/inf coordinates among the flagged points")
-    if (points[valid] == INVALID).any():
-        raise ScanFormatError(p, f"a point flagged valid holds the invalid marker {INVALID}")
     info = parse_name(p)
     meta = ScanMeta(format="frgc", path=str(p), dataset="frgc", subject=info.get("subject"),
                     extra={"sequence": info["sequence"]} if info else {})

@@ -10,7 +10,7 @@ import numpy as np
 import trimesh
 
 from facepipe.pipeline.errors import ScanFormatError
-from facepipe.pipeline.io.text import read_bytes
+from facepipe.pipeline.io.text import CUT_LINE, ends_mid_line, read_bytes
 from facepipe.pipeline.scan import Scan, make_scan
 from facepipe.schemas.scan import ScanMeta
 
@@ -26,6 +26,7 @@ def load_trimesh(path: str | PathLike[str]) -> trimesh.Trimesh:
     data = read_bytes(p)
     if not data.strip():
         raise ScanFormatError(p, "the file is empty")
+    declared = declared_counts(data, kind, p)
     try:
         loaded = trimesh.load(io.BytesIO(data), file_type=kind, process=False, maintain_order=True,
                               resolver=trimesh.resolvers.FilePathResolver(str(p.parent)) if p.parent.exists() else None)
@@ -38,7 +39,49 @@ def load_trimesh(path: str | PathLike[str]) -> trimesh.Trimesh:
         loaded = trimesh.util.concatenate(meshes)
     if not isinstance(loaded, trimesh.Trimesh):
         raise ScanFormatError(p, f"the file holds a {type(loaded).__name__}, not a triangle mesh")
+    if declared is not None and len(loaded.vertices) != declared[0]:
+        raise ScanFormatError(p, f"the header declares {declared[0]} vertices but {len(loaded.vertices)} were read")
     return loaded
+
+
+def declared_counts(data: bytes, kind: str, path: str | PathLike[str]) -> tuple[int, int] | None:
+    """(vertices, faces) a PLY or OFF header declares, after checking that a text body holds that many lines.
+
+    trimesh reads a text PLY or OFF cut short without a word (the cut last line even becomes a
+    wrong triangle); the declared counts are the only evidence of the cut, so they are enforced.
+    """
+    if kind == "ply":
+        head, sep, body = data.partition(b"end_header")
+        if not sep or not head.startswith(b"ply"):
+            return None  # trimesh reports what is wrong with it
+        lines = head.decode("latin-1").splitlines()
+        counts = {parts[1]: int(parts[2]) for parts in (ln.split() for ln in lines)
+                  if len(parts) == 3 and parts[0] == "element" and parts[2].isdigit()}
+        if any("format ascii" in ln for ln in lines):
+            _check_lines(body.partition(b"\n")[2], sum(counts.values()), path, "PLY")
+        return counts.get("vertex", 0), counts.get("face", 0)
+    if kind == "off":
+        rows = [ln.split() for ln in data.decode("latin-1").splitlines()]
+        rows = [r for r in rows if r and not r[0].startswith("#")]
+        first = rows[0] if rows else []
+        if not first or not first[0].endswith("OFF"):
+            return None
+        header = first[1:] if len(first) > 1 else (rows[1] if len(rows) > 1 else [])
+        if len(header) < 2 or not all(t.isdigit() for t in header[:2]):
+            raise ScanFormatError(path, "OFF header without '<vertices> <faces> <edges>' counts")
+        nv, nf = int(header[0]), int(header[1])
+        have = len(rows) - (1 if len(first) > 1 else 2)
+        if have < nv + nf:
+            raise ScanFormatError(path, f"the header declares {nv} vertices and {nf} faces ({nv + nf} lines) but only "
+                                  f"{have} follow (truncated?)")
+        return nv, nf
+    return None
+
+
+def _check_lines(body: bytes, expected: int, path: str | PathLike[str], what: str) -> None:
+    have = sum(1 for ln in body.splitlines() if ln.strip())
+    if have < expected:
+        raise ScanFormatError(path, f"the {what} header declares {expected} element lines but only {have} follow (truncated?)")
 
 
 def scan_from_trimesh(mesh: trimesh.Trimesh, path: str | PathLike[str], meta: ScanMeta, texture: bool = True) -> Scan:
@@ -54,7 +97,19 @@ def scan_from_trimesh(mesh: trimesh.Trimesh, path: str | PathLike[str], meta: Sc
         image = getattr(visual.material, "image", None) or getattr(visual.material, "baseColorTexture", None)
         if texture and image is not None:
             kw["texture"] = np.asarray(image.convert("RGB"))
-    return make_scan(path, np.asarray(mesh.vertices), np.asarray(mesh.faces), meta, **kw)
+    return make_scan(path, np.asarray(mesh.vertices), np.asarray(mesh.faces), meta, warnings=text_warnings(path), **kw)
+
+
+def text_warnings(path: str | PathLike[str]) -> tuple[str, ...]:
+    """A text mesh whose last line has no newline may be cut there, and no count in it says so."""
+    p = Path(path)
+    if p.suffix.lower() not in (".obj", ".ply", ".off"):
+        return ()
+    with p.open("rb") as fh:
+        if p.suffix.lower() == ".ply" and b"format ascii" not in fh.read(512):
+            return ()
+        fh.seek(max(0, p.stat().st_size - 64))
+        return (CUT_LINE,) if ends_mid_line(fh.read()) else ()
 
 
 def read_generic(path: str | PathLike[str], texture: bool = True) -> Scan:

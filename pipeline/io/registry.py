@@ -8,7 +8,9 @@ from pathlib import Path
 
 from facepipe.pipeline.errors import ScanFormatError
 from facepipe.pipeline.io import bjut, bosphorus, bu3dfe, bu4dfe, frgc, generic, micc, texas, vrml
-from facepipe.pipeline.scan import Scan
+from facepipe.pipeline.io.limits import read_limits
+from facepipe.pipeline.io.text import check_regular
+from facepipe.pipeline.scan import Scan, check_scan
 from facepipe.schemas.scan import ScanMeta
 
 Reader = Callable[..., Scan]
@@ -56,6 +58,7 @@ def detect_format(path: str | PathLike[str]) -> str:
 
 
 def _head(path: Path, size: int = 64) -> bytes:
+    check_regular(path)
     try:
         with path.open("rb") as fh:
             return fh.read(size)
@@ -65,7 +68,8 @@ def _head(path: Path, size: int = 64) -> bytes:
 
 def read_scan(path: str | PathLike[str], fmt: str | None = None, texture: bool = True) -> Scan:
     """Read any supported scan; every failure is a ScanFormatError naming the file."""
+    check_regular(path)
     fmt = fmt or detect_format(path)
     if fmt not in READERS:
         raise ScanFormatError(path, f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
-    return READERS[fmt](path, texture=texture)
+    return check_scan(READERS[fmt](path, texture=texture), read_limits())

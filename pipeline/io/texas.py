@@ -18,7 +18,7 @@ import numpy as np
 from facepipe.pipeline.errors import ScanFormatError
 from facepipe.pipeline.io.image import read_image, write_image
 from facepipe.pipeline.io.text import parse_numbers, read_text
-from facepipe.pipeline.scan import Landmarks, Scan, grid_scan
+from facepipe.pipeline.scan import Landmarks, Scan, grid_scan, valid_window
 from facepipe.schemas.scan import ScanMeta
 
 RANGE_SUFFIX = "_Range.png"
@@ -56,13 +56,16 @@ def write_range(path: str | PathLike[str], depth: np.ndarray) -> None:
 def read_texas(path: str | PathLike[str], texture: bool = True, pixel_mm: float = PIXEL_MM, level_mm: float = PIXEL_MM) -> Scan:
     p = Path(path)
     stem = stem_of(p)
-    depth = read_image(p, mode="I").astype(np.float64)
-    rows, cols = depth.shape
-    r, c = np.mgrid[0:rows, 0:cols]
+    image = read_image(p, mode="I")
+    rows, cols = image.shape
+    rs, cs = valid_window(image > 0)  # the coordinates are made only around the face, not for the background
+    depth = image[rs, cs].astype(np.float64)
+    r, c = np.mgrid[rs, cs]
     points = np.stack([(c - (cols - 1) / 2) * pixel_mm, ((rows - 1) / 2 - r) * pixel_mm, depth * level_mm], -1)
     uv = np.stack([(c + 0.5) / cols, 1.0 - (r + 0.5) / rows], -1)
     meta = ScanMeta(format="texas3d", path=str(p), dataset="texas3d", subject=stem.split("_")[0] or None, extra={"stem": stem})
-    scan, vertex_of_pixel = grid_scan(p, points, depth > 0, rows_up=False, meta=meta, uv=uv)
+    scan, vertex_of_pixel = grid_scan(p, points, depth > 0, rows_up=False, meta=meta, uv=uv, origin=(rs.start, cs.start),
+                                      full_shape=(rows, cols))
     fid = p.with_name(stem + "_Fiducials.txt")
     if fid.exists():
         pix = read_fiducials(fid)

@@ -19,6 +19,7 @@ import numpy as np
 
 from facepipe.pipeline.errors import ScanFormatError
 from facepipe.pipeline.io.image import read_image
+from facepipe.pipeline.io.limits import read_limits
 from facepipe.pipeline.io.text import fmt_rows, parse_numbers, read_text
 from facepipe.pipeline.scan import Scan, fan_corners, make_scan, polygon_offsets
 from facepipe.schemas.scan import ScanMeta
@@ -60,9 +61,10 @@ class VrmlDocument:
 
 
 class _Parser:
-    def __init__(self, text: str, path: str | PathLike[str]) -> None:
+    def __init__(self, text: str, path: str | PathLike[str], max_depth: int) -> None:
         self.text, self.path, self.pos = text, path, 0
         self.defs: dict[str, dict[str, Any]] = {}
+        self.depth, self.max_depth = 0, max_depth
 
     def fail(self, problem: str) -> ScanFormatError:
         line = self.text.count("\n", 0, self.pos) + 1
@@ -130,8 +132,14 @@ class _Parser:
             raise self.fail(f"expected a node type, found {tok[:40]!r}")
         node: dict[str, Any] = {"_type": tok}
         self.expect("{")
+        self.depth += 1
+        if self.depth > self.max_depth:  # before Python's own recursion limit turns it into a crash
+            raise self.fail(f"nodes nested deeper than {self.max_depth} (FACEPIPE_MAX_NESTING raises the limit)")
         while (fname := self.next()) != "}":
+            if not (fname[0].isalpha() or fname[0] == "_"):
+                raise self.fail(f"expected a field name in {tok}, found {fname[:40]!r}")
             node[fname] = self.value()
+        self.depth -= 1
         if def_name:
             self.defs[def_name] = node
         return node
@@ -171,11 +179,24 @@ class _Parser:
         return values
 
 
-def _transform_matrix(node: dict[str, Any]) -> np.ndarray:
+def _numbers(node: dict[str, Any], name: str, default: list[float], path: str | PathLike[str]) -> np.ndarray:
+    """A fixed-size numeric field (SFVec3f, SFRotation, ...) checked for count and finiteness."""
+    raw = node.get(name, default)
+    try:
+        values = np.array([float(x) for x in raw], dtype=np.float64) if isinstance(raw, (list, np.ndarray)) else None
+    except (TypeError, ValueError):
+        values = None
+    if values is None or len(values) != len(default) or not np.isfinite(values).all():
+        shown = raw if isinstance(raw, (list, np.ndarray)) else type(raw).__name__
+        raise ScanFormatError(path, f"{node['_type']}.{name} needs {len(default)} finite numbers, found {str(shown)[:60]}")
+    return values
+
+
+def _transform_matrix(node: dict[str, Any], path: str | PathLike[str] = "<vrml>") -> np.ndarray:
     """T * C * R * SR * S * SR^-1 * C^-1, as the VRML97 spec defines Transform."""
 
     def vec(name: str, default: list[float]) -> np.ndarray:
-        return np.array([float(x) for x in node.get(name, default)])
+        return _numbers(node, name, default, path)
 
     def rot(axis_angle: np.ndarray) -> np.ndarray:
         axis, angle = axis_angle[:3], axis_angle[3]
@@ -199,10 +220,28 @@ def _transform_matrix(node: dict[str, Any]) -> np.ndarray:
     return move(t) @ move(c) @ r @ sr @ s @ sr.T @ move(-c)
 
 
+def _child(node: dict[str, Any], field_name: str, kind: str, path: str | PathLike[str]) -> dict[str, Any] | None:
+    """A node-valued field (`coord Coordinate {...}`); a number list or a node of another type there is an error."""
+    child = node.get(field_name)
+    if child is None:
+        return None
+    if not isinstance(child, dict) or child.get("_type") != kind:
+        found = child.get("_type") if isinstance(child, dict) else "a list of values" if isinstance(child, (list, np.ndarray)) else child
+        raise ScanFormatError(path, f"{node['_type']}.{field_name} must be a {kind} node, found {str(found)[:40]}")
+    return child
+
+
+def _array(node: dict[str, Any], name: str, path: str | PathLike[str]) -> np.ndarray:
+    value = node[name]
+    if not isinstance(value, np.ndarray):
+        raise ScanFormatError(path, f"{node['_type']}.{name} must be a [ ... ] list of numbers")
+    return value.astype(np.float64)
+
+
 def _floats(node: dict[str, Any] | None, name: str, width: int, path: str | PathLike[str]) -> np.ndarray | None:
     if not node or name not in node:
         return None
-    arr = np.asarray(node[name], dtype=np.float64)
+    arr = _array(node, name, path)
     if arr.size % width:
         raise ScanFormatError(path, f"{node['_type']}.{name} has {arr.size} numbers, not a multiple of {width}")
     return arr.reshape(-1, width)
@@ -211,14 +250,14 @@ def _floats(node: dict[str, Any] | None, name: str, width: int, path: str | Path
 def _ints(node: dict[str, Any], name: str, path: str | PathLike[str]) -> np.ndarray | None:
     if name not in node:
         return None
-    arr = np.asarray(node[name], dtype=np.float64)
-    if arr.size and (np.any(arr != np.round(arr))):
+    arr = _array(node, name, path)
+    if arr.size and (np.any(arr != np.round(arr)) or np.abs(arr).max() > 2**62):
         raise ScanFormatError(path, f"IndexedFaceSet.{name} holds non-integers")
     return arr.astype(np.int64)
 
 
 def _face_set(node: dict[str, Any], texture_url: str | None, xf: np.ndarray, path: str | PathLike[str]) -> FaceSet:
-    coords = _floats(node.get("coord"), "point", 3, path)
+    coords = _floats(_child(node, "coord", "Coordinate", path), "point", 3, path)
     if coords is None:
         raise ScanFormatError(path, "IndexedFaceSet without Coordinate points")
     index = _ints(node, "coordIndex", path)
@@ -227,11 +266,11 @@ def _face_set(node: dict[str, Any], texture_url: str | None, xf: np.ndarray, pat
     return FaceSet(
         coords=coords,
         coord_index=index,
-        tex_coords=_floats(node.get("texCoord"), "point", 2, path),
+        tex_coords=_floats(_child(node, "texCoord", "TextureCoordinate", path), "point", 2, path),
         tex_index=_ints(node, "texCoordIndex", path),
-        normals=_floats(node.get("normal"), "vector", 3, path),
+        normals=_floats(_child(node, "normal", "Normal", path), "vector", 3, path),
         normal_index=_ints(node, "normalIndex", path),
-        colors=_floats(node.get("color"), "color", 3, path),
+        colors=_floats(_child(node, "color", "Color", path), "color", 3, path),
         color_index=_ints(node, "colorIndex", path),
         texture_url=texture_url,
         transform=xf,
@@ -251,32 +290,46 @@ def parse_vrml(text: str, path: str | PathLike[str] = "<vrml>") -> VrmlDocument:
             comments.append(line[1:].strip())
         elif line.strip():
             break
-    parser = _Parser(head, path)
+    limits = read_limits()
+    parser = _Parser(head, path, limits.max_nesting)
     doc = VrmlDocument(face_sets=[], comments=comments)
+    n_vertices = n_nodes = 0
 
-    def walk(nodes: list[Any], xf: np.ndarray) -> None:
+    def walk(nodes: list[Any], xf: np.ndarray, depth: int) -> None:
+        nonlocal n_vertices, n_nodes
+        if depth > limits.max_nesting:  # USE of a DEF inside itself cannot happen, but chains of USE can nest deep
+            raise ScanFormatError(path, f"groups nested deeper than {limits.max_nesting} through DEF/USE")
         for node in nodes:
             if not isinstance(node, dict):
                 continue
+            n_nodes += 1  # a few kB of DEF/USE can name a node 2^40 times: count every visit
+            if n_nodes > limits.max_nodes:
+                raise ScanFormatError(path, f"the scene expands to more than {limits.max_nodes:,} nodes through DEF/USE "
+                                      "(FACEPIPE_MAX_NODES raises the limit)")
             kind = node["_type"]
             if kind in _GROUPS:
-                inner = _transform_matrix(node) if kind == "Transform" else np.eye(4)
+                inner = _transform_matrix(node, path) if kind == "Transform" else np.eye(4)
                 kids = node.get("children", node.get("choice", node.get("level", [])))
-                walk(kids if isinstance(kids, list) else [kids], xf @ inner)
+                walk(kids if isinstance(kids, list) else [kids], xf @ inner, depth + 1)
             elif kind == "Shape":
                 geom = node.get("geometry")
                 if isinstance(geom, dict) and geom.get("_type") == "IndexedFaceSet":
                     app = node.get("appearance") if isinstance(node.get("appearance"), dict) else {}
                     tex = app.get("texture") if isinstance(app.get("texture"), dict) else {}
                     url = tex.get("url")
-                    doc.face_sets.append(_face_set(geom, url[0] if url else None, xf, path))
+                    face_set = _face_set(geom, str(url[0]) if isinstance(url, list) and url else None, xf, path)
+                    n_vertices += len(face_set.coords)  # DEF/USE can repeat one shape exponentially often
+                    if n_vertices > limits.max_vertices:
+                        raise ScanFormatError(path, f"the shapes hold more than {limits.max_vertices:,} vertices in all "
+                                              "(FACEPIPE_MAX_VERTICES raises the limit)")
+                    doc.face_sets.append(face_set)
             elif kind == "Viewpoint":
-                pos = tuple(float(x) for x in node.get("position", [0, 0, 10]))
-                ori = tuple(float(x) for x in node.get("orientation", [0, 0, 1, 0]))
+                pos = tuple(_numbers(node, "position", [0, 0, 10], path).tolist())
+                ori = tuple(_numbers(node, "orientation", [0, 0, 1, 0], path).tolist())
                 desc = node.get("description", [""])
-                doc.viewpoints.append(Viewpoint(desc[0] if desc else "", pos, ori))  # type: ignore[arg-type]
+                doc.viewpoints.append(Viewpoint(str(desc[0]) if isinstance(desc, list) and desc else "", pos, ori))  # type: ignore[arg-type]
 
-    walk(parser.document(), np.eye(4))
+    walk(parser.document(), np.eye(4), 0)
     if not doc.face_sets:
         raise ScanFormatError(path, "no IndexedFaceSet in the VRML file")
     return doc
