@@ -52,7 +52,7 @@ def iter_scans(name: str, entry: DatasetEntry, base: str | PathLike[str] = ".") 
     root = resolve_root(name, entry, base)
     found: set[Path] = set()
     for pattern in entry.patterns:
-        found.update(p for p in root.glob(pattern) if p.is_file())
+        found.update(p for p in root.glob(pattern) if not p.is_dir())  # a FIFO or broken link becomes a failure record
     for p in sorted(found):
         if not any(fnmatch.fnmatch(p.name, ex) for ex in entry.exclude):
             yield p

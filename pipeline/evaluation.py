@@ -39,3 +39,18 @@ def region_errors(errors_by_landmark: np.ndarray, available: np.ndarray) -> dict
         if len(values):
             out[name] = (float(values.mean()), float(values.std()), int(len(values)))
     return out
+
+
+def roughness(vertices: np.ndarray, triangles: np.ndarray) -> float:
+    """Mean length of the uniform Laplacian (each vertex minus the mean of its neighbours), in the
+    vertices' units: per-vertex noise raises it, a smooth surface keeps it at its curvature's level,
+    so learned meshes can be held against NICP's on the same scan."""
+    from scipy import sparse
+
+    edges = np.unique(np.sort(triangles[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1), axis=0)
+    n = len(vertices)
+    adjacency = sparse.coo_matrix((np.ones(2 * len(edges)), (edges.ravel(), edges[:, ::-1].ravel())), shape=(n, n)).tocsr()
+    degree = np.asarray(adjacency.sum(axis=1)).ravel()
+    used = degree > 0
+    lap = vertices[used] - (adjacency @ vertices)[used] / degree[used, None]
+    return float(np.linalg.norm(lap, axis=1).mean())

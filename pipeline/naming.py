@@ -2,9 +2,10 @@
 
 A file stem alone is not unique: BU-4DFE names every sequence's frames `000.wrl ... `, one
 folder per expression, and two databases can share a file name. A name is therefore the scan's
-path relative to its dataset root (or to the common folder of the given files), folders joined by
-`__`, the scan extension dropped; names that still clash after making them file-system safe get
-a short hash of their full source path, so no result ever overwrites another.
+path relative to its dataset root (for files given one by one: the file name, or, where names
+clash, the path from the folder the clashing files share), folders joined by `__`, the scan
+extension dropped; names that still clash after making them file-system safe get a short hash of
+their full source path, so no result ever overwrites another.
 """
 
 from __future__ import annotations
@@ -40,10 +41,17 @@ def output_names(relatives: Sequence[str]) -> list[str]:
             for s, r in zip(stems, relatives, strict=True)]
 
 
-def relative_to_common(paths: Sequence[Path]) -> list[str]:
-    """Each file's path relative to the deepest folder holding them all (just its name for one file)."""
-    if not paths:
-        return []
+def file_relatives(paths: Sequence[Path]) -> list[str]:
+    """What names files given one by one: the file name where it is unique among them, else the path
+    relative to the deepest folder that the files sharing that name have in common."""
     absolute = [os.path.abspath(p) for p in paths]
-    common = os.path.commonpath([os.path.dirname(a) for a in absolute])
-    return [Path(os.path.relpath(a, common)).as_posix() for a in absolute]
+    by_stem: dict[str, list[int]] = {}
+    for i, a in enumerate(absolute):
+        by_stem.setdefault(output_stem(os.path.basename(a)).lower(), []).append(i)
+    out = [os.path.basename(a) for a in absolute]
+    for group in by_stem.values():
+        if len(group) > 1:
+            common = os.path.commonpath([os.path.dirname(absolute[i]) for i in group])
+            for i in group:
+                out[i] = Path(os.path.relpath(absolute[i], common)).as_posix()
+    return out

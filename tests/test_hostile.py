@@ -28,7 +28,7 @@ from facepipe.pipeline.io import bjut, bosphorus, texas
 from facepipe.pipeline.io.registry import read_scan
 from facepipe.pipeline.io.text import CUT_LINE
 from facepipe.pipeline.lock import StoreLockedError, lock_path, store_lock
-from facepipe.pipeline.naming import output_names, relative_to_common
+from facepipe.pipeline.naming import file_relatives, output_names
 from facepipe.pipeline.preprocess import Preprocessed, preprocess, sample_problem
 from facepipe.pipeline.sample_data import FaceParams, bosphorus_files, bu3dfe_files, write_example_dataset, write_files
 from facepipe.pipeline.seeding import sample_rng
@@ -68,7 +68,8 @@ def test_output_names_are_unique_for_bu4dfe_trees_and_clashing_stems() -> None:
     assert made == output_names(clash)  # stable: the same inputs give the same names
     assert output_names(["a/b.wrl"])[0] == output_names(["a/b.wrl", "c.wrl"])[0]  # no hash unless needed
     paths = [Path("/d/a/F0001_NE00WH_F3D.wrl"), Path("/d/b/F0001_NE00WH_F3D.wrl")]
-    assert output_names(relative_to_common(paths)) == ["a__F0001_NE00WH_F3D", "b__F0001_NE00WH_F3D"]
+    assert output_names(file_relatives(paths)) == ["a__F0001_NE00WH_F3D", "b__F0001_NE00WH_F3D"]
+    assert output_names(file_relatives([Path("/d/a/x.wrl"), Path("/e/y.abs.gz")])) == ["x", "y"]
 
 
 @pytest.mark.slow

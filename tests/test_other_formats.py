@@ -95,6 +95,7 @@ def test_generic_errors(tmp_path: Path) -> None:
     junk.write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 99999999\nproperty float x\nend_header\n\x00\x01")
     with pytest.raises(ScanFormatError, match="j.ply"):
         read_scan(junk)
+    (tmp_path / "nothing.xyz").write_text("1 2 3\n")
     with pytest.raises(ScanFormatError, match="unknown scan format"):
         read_scan(tmp_path / "nothing.xyz")
     with pytest.raises(ScanFormatError, match="file not found"):

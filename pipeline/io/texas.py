@@ -41,6 +41,8 @@ def read_fiducials(path: str | PathLike[str]) -> np.ndarray:
     values = parse_numbers(read_text(path), path, "fiducial coordinates")
     if values.size != 2 * N_FIDUCIALS:
         raise ScanFormatError(path, f"expected {N_FIDUCIALS} 'col row' pairs, found {values.size} numbers")
+    if not np.isfinite(values).all():
+        raise ScanFormatError(path, "NaN/inf fiducial coordinates")
     return values.reshape(N_FIDUCIALS, 2)
 
 
