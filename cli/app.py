@@ -130,6 +130,7 @@ SchedulerOpt = Annotated[str | None, typer.Option(help="address of an existing D
 ThreadsOpt = Annotated[bool, typer.Option("--threads", help="threads instead of processes (memory:// stores use threads)")]
 OverwriteOpt = Annotated[bool, typer.Option(help="start over in a store made with another plan")]
 ReportOpt = Annotated[Path | None, typer.Option(help="write the summary here as JSON")]
+RefineOpt = Annotated[bool, typer.Option(help="learned: fit each predicted face to its scan (codes, then a smooth per-vertex step)")]
 
 
 def _template(template: Path | None, ict_model: Path | None) -> Template:
@@ -400,9 +401,11 @@ def correspond(
     limit: Annotated[int | None, typer.Option(min=1, help="only the first N scans")] = None,
     catalog: CatalogOpt = Path("data_catalog.yaml"),
     template: TemplateOpt = None,
+    refine: RefineOpt = True,
 ) -> None:
     """Dense correspondence: one mesh per scan in template topology, in the scan's frame and units."""
     from facepipe.models.correspond import Predictor, correspond as run_correspond, file_items, store_items
+    from facepipe.models.refine import RefineConfig
     from facepipe.pipeline.procedural import default_template
     from facepipe.pipeline.store import store_state
     from facepipe.pipeline.template import load_template
@@ -426,7 +429,7 @@ def correspond(
             root, ids = list_samples(inputs[0], get_entry(load_catalog(catalog), inputs[0]), catalog.parent, limit)
             paths, relatives = [root / i for i in ids], ids
         items = file_items(paths[:limit], tpl, relatives=relatives[:limit] if relatives else None)
-    rows = run_correspond(items, tpl, out, method, predictor, fmt, batch, colour)
+    rows = run_correspond(items, tpl, out, method, predictor, fmt, batch, colour, RefineConfig() if refine else None)
     done = [r for r in rows if r["output"]]
     typer.echo(f"{out}\n  meshes     {len(done)} ({method}, {len(tpl.vertices)} vertices each), index.csv")
     if done:
@@ -446,10 +449,12 @@ def evaluate(
     limit: Annotated[int | None, typer.Option(min=1, help="only the first N samples")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     catalog: CatalogOpt = Path("data_catalog.yaml"),
+    refine: RefineOpt = True,
 ) -> None:
     """Errors in mm: dense vertex error and NME (synth), the five landmarks, BU-3DFE regions (raw .bnd files)."""
     from facepipe.models.correspond import Predictor
     from facepipe.models.evaluate import evaluate as run_evaluate
+    from facepipe.models.refine import RefineConfig
     from facepipe.pipeline.procedural import default_template
 
     if method not in ("learned", "nicp"):
@@ -457,7 +462,8 @@ def evaluate(
     if method == "learned" and checkpoint is None:
         raise typer.BadParameter("the learned method needs --checkpoint")
     predictor = Predictor.load(checkpoint, device) if method == "learned" and checkpoint else None
-    summary = run_evaluate(store, predictor.template if predictor else default_template(), predictor, out, catalog, limit)
+    summary = run_evaluate(store, predictor.template if predictor else default_template(), predictor, out, catalog, limit,
+                           RefineConfig() if refine and predictor else None)
     typer.echo(f"{store} ({summary['method']}, {summary['samples']} samples) -> {out}")
     for key, label in (("vertex_mm", "vertex error"), ("nme", "NME"), ("five_mm", "5 landmarks")):
         if key in summary:

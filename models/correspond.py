@@ -23,10 +23,11 @@ import trimesh
 from scipy.spatial import cKDTree
 
 from facepipe.models.network import FaceNet
+from facepipe.models.refine import RefineConfig, refine
 from facepipe.models.train import load_checkpoint
 from facepipe.pipeline.align import apply, scale_of
 from facepipe.pipeline.errors import FacepipeError, printable
-from facepipe.pipeline.naming import output_names, relative_to_common
+from facepipe.pipeline.naming import file_relatives, output_names
 from facepipe.pipeline.nicp import nicp
 from facepipe.pipeline.store import OK, open_group, read_status
 from facepipe.pipeline.template import Template, load_template
@@ -60,8 +61,11 @@ class Predictor:
         if template.id != state["template_id"]:
             raise CorrespondError(f"{file}: trained with template {state['template_id']}, but {template.id} is at hand")
         dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
-        net = FaceNet(len(template.vertices), config.identity_dim, config.expression_dim, config.hidden)
-        net.load_state_dict(state["model"])  # type: ignore[arg-type]
+        weights: dict[str, torch.Tensor] = state["model"]  # type: ignore[assignment]
+        decoder = "paper" if "identity_decoder.net.0.weight" in weights else "basis"  # runs from before the choice
+        net = FaceNet(len(template.vertices), config.identity_dim, config.expression_dim, config.hidden, decoder,
+                      config.basis_size, torch.as_tensor(template.vertices))
+        net.load_state_dict(weights)
         return Predictor(net.to(dev).eval(), template, dev)
 
     def predict(self, points: np.ndarray) -> np.ndarray:
@@ -69,6 +73,12 @@ class Predictor:
         with torch.no_grad():
             out = self.net(torch.as_tensor(points, dtype=torch.float32, device=self.device))["face"]
         return out.float().cpu().numpy().astype(np.float64)
+
+    def predict_refined(self, points: np.ndarray, five: np.ndarray, config: RefineConfig) -> np.ndarray:
+        """The network's faces, then fitted to the scans (codes first, then a smooth per-vertex step)."""
+        with torch.no_grad():
+            codes = self.net.encode(torch.as_tensor(points, dtype=torch.float32, device=self.device))
+        return refine(self.net, self.template, points, five, config, codes)
 
 
 @dataclass(frozen=True)
@@ -98,14 +108,15 @@ def file_items(paths: list[Path], template: Template, n_points: int = 29_495,
                relatives: list[str] | None = None) -> Iterator[Item | FacepipeError]:
     """Raw scans preprocessed on the fly; a scan that fails is yielded as its error.
 
-    `relatives` (each path relative to its dataset root) name the outputs; by default the paths
-    relative to the folder they share, so `a/x.wrl` and `b/x.wrl` never write the same mesh."""
+    `relatives` (each path relative to its dataset root) name the outputs; by default the file
+    names, with the folders that tell same-named files apart, so `a/x.wrl` and `b/x.wrl` never
+    write the same mesh."""
     from facepipe.pipeline.preprocess import Preprocessed, preprocess_file
     from facepipe.pipeline.seeding import sample_rng
     from facepipe.schemas.preprocess import PreprocessConfig
 
     config = PreprocessConfig(n_points=n_points)
-    relatives = relatives if relatives is not None else relative_to_common(paths)
+    relatives = relatives if relatives is not None else file_relatives(paths)
     for path, name in zip(paths, output_names(relatives), strict=True):
         out = preprocess_file(path, template, config, sample_rng(0, "correspond", path.name))
         if isinstance(out, Preprocessed):
@@ -124,8 +135,10 @@ def distance_colours(vertices: np.ndarray, points: np.ndarray, mm_per_unit: floa
 
 
 def correspond(items: Iterator[Item | FacepipeError], template: Template, out: Path, method: str = "learned",
-               predictor: Predictor | None = None, fmt: str = "ply", batch: int = 8, colour: bool = False) -> list[dict[str, object]]:
-    """Write one mesh per item and `index.csv`; returns the index rows (failures included, with their reason)."""
+               predictor: Predictor | None = None, fmt: str = "ply", batch: int = 8, colour: bool = False,
+               refinement: RefineConfig | None = None) -> list[dict[str, object]]:
+    """Write one mesh per item and `index.csv`; returns the index rows (failures included, with their reason).
+    `refinement` (learned only): fit each predicted face to its scan (`models/refine.py`); None: the network alone."""
     if method == "learned" and predictor is None:
         raise CorrespondError("the learned method needs --checkpoint")
     if fmt not in ("ply", "obj"):
@@ -133,18 +146,22 @@ def correspond(items: Iterator[Item | FacepipeError], template: Template, out: P
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, object]] = []
     pending: list[Item] = []
+    label = "learned+refine" if method == "learned" and refinement is not None else method
 
     def flush() -> None:
         if not pending:
             return
         t0 = time.perf_counter()
-        if method == "learned":
+        if method == "learned" and refinement is not None:
+            faces = predictor.predict_refined(np.stack([it.points for it in pending]), np.stack([it.five for it in pending]),  # type: ignore[union-attr]
+                                              refinement)
+        elif method == "learned":
             faces = predictor.predict(np.stack([it.points for it in pending]))  # type: ignore[union-attr]
         else:
             faces = np.stack([nicp(template, it.points, it.five) for it in pending])
         each = (time.perf_counter() - t0) / len(pending)
         for it, face in zip(pending, faces, strict=True):
-            rows.append(_export(it, face, template, out, fmt, colour, method, each))
+            rows.append(_export(it, face, template, out, fmt, colour, label, each))
         pending.clear()
 
     for item in items:

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from facepipe.models.correspond import Item, Predictor, store_items
+from facepipe.models.refine import RefineConfig
 from facepipe.pipeline.align import apply, scale_of
 from facepipe.pipeline.catalog import get_entry, load_catalog, resolve_root
 from facepipe.pipeline.errors import CatalogError, FacepipeError
@@ -28,10 +29,15 @@ from facepipe.pipeline.store import open_group, read_plan
 from facepipe.pipeline.template import Template
 
 
-def predict(items: list[Item], template: Template, predictor: Predictor | None, batch: int = 8) -> np.ndarray:
+def predict(items: list[Item], template: Template, predictor: Predictor | None, batch: int = 8,
+            refinement: RefineConfig | None = None) -> np.ndarray:
     if predictor is None:
         return np.stack([nicp(template, it.points, it.five) for it in items])
-    return np.concatenate([predictor.predict(np.stack([it.points for it in items[i:i + batch]])) for i in range(0, len(items), batch)])
+    chunks = [items[i:i + batch] for i in range(0, len(items), batch)]
+    if refinement is not None:
+        return np.concatenate([predictor.predict_refined(np.stack([it.points for it in c]), np.stack([it.five for it in c]),
+                                                         refinement) for c in chunks])
+    return np.concatenate([predictor.predict(np.stack([it.points for it in c])) for c in chunks])
 
 
 def annotated(root: Path | None, item: Item) -> tuple[str, np.ndarray] | None:
@@ -61,12 +67,13 @@ def dataset_root(url: str, catalog: Path) -> Path | None:
 
 
 def evaluate(url: str, template: Template, predictor: Predictor | None, out: Path, catalog: Path = Path("data_catalog.yaml"),
-             limit: int | None = None) -> dict[str, object]:
+             limit: int | None = None, refinement: RefineConfig | None = None) -> dict[str, object]:
+    """`refinement`: fit the network's faces to the scans first (learned only; None: the network alone)."""
     group = open_group(url, "r")
     items = list(store_items(url, limit))
     if not items:
         raise FacepipeError(f"{url}: no finished sample to evaluate")
-    preds = predict(items, template, predictor)
+    preds = predict(items, template, predictor, refinement=refinement)
     five_ids = landmark_vertices(template)
     root = dataset_root(url, catalog)
     has_truth = "vertices" in group
@@ -93,7 +100,7 @@ def evaluate(url: str, template: Template, predictor: Predictor | None, out: Pat
                 bu_ok.append(ok)
             row[f"{kind}_mm"] = float(np.nanmean(err))
         rows.append(row)
-    summary: dict[str, object] = {"store": url, "method": "nicp" if predictor is None else "learned", "samples": len(rows),
+    summary: dict[str, object] = {"store": url, "method": "nicp" if predictor is None else "learned+refine" if refinement else "learned", "samples": len(rows),
                                   "template": template.id, "five_mm": _stats([r["five_mm"] for r in rows])}
     if has_truth:
         summary |= {"vertex_mm": _stats([r["vertex_mm"] for r in rows]), "nme": _stats([r["nme"] for r in rows])}

@@ -42,16 +42,66 @@ class Decoder(nn.Module):
         return self.net(code).view(-1, self.vertices, 3)
 
 
-class FaceNet(nn.Module):
-    """Encoder, identity and expression heads and decoders; `forward` returns the face and its parts."""
+class BasisDecoder(nn.Module):
+    """code -> hidden (ReLU) -> `size` coefficients -> offsets through a linear basis of 3V shapes.
 
-    def __init__(self, vertices: int, identity_dim: int = 512, expression_dim: int = 512, hidden: int = 1024) -> None:
+    The coefficient layer starts at zero, so an untrained decoder adds nothing to the template; the
+    basis (a trainable linear layer) starts from `set_basis`, a PCA of the training faces, so the
+    decoder is a smooth linear model from the first steps and training refines it.
+    """
+
+    def __init__(self, code: int, vertices: int, hidden: int = 1024, size: int = 64) -> None:
+        super().__init__()
+        self.vertices = vertices
+        self.coefficients = nn.Sequential(nn.Linear(code, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, size))
+        self.basis = nn.Linear(size, 3 * vertices)
+        nn.init.zeros_(self.coefficients[-1].weight)
+        nn.init.zeros_(self.coefficients[-1].bias)
+        nn.init.zeros_(self.basis.bias)
+
+    @torch.no_grad()
+    def set_basis(self, basis: torch.Tensor) -> None:
+        """(size, 3V) basis shapes (rows), e.g. principal directions scaled by their deviation."""
+        self.basis.weight.copy_(basis.T.to(self.basis.weight))
+
+    def forward(self, code: torch.Tensor) -> torch.Tensor:
+        return self.basis(self.coefficients(code)).view(-1, self.vertices, 3)
+
+
+class FaceNet(nn.Module):
+    """Encoder, identity and expression heads and decoders; `forward` returns the face and its parts.
+
+    `decoder="paper"` is paper 1's (the face is the sum of two Tanh MLP outputs); `"basis"` adds
+    the decoders' offsets to `mean` (the template, not saved in the state dict: it comes with the
+    template), through bases set by `set_bases`.
+    """
+
+    def __init__(self, vertices: int, identity_dim: int = 512, expression_dim: int = 512, hidden: int = 1024,
+                 decoder: str = "paper", basis_size: int = 64, mean: torch.Tensor | None = None) -> None:
         super().__init__()
         self.encoder = PointNetEncoder()
         self.identity_head = nn.Linear(self.encoder.out_features, identity_dim)
         self.expression_head = nn.Linear(self.encoder.out_features, expression_dim)
-        self.identity_decoder = Decoder(identity_dim, vertices, hidden)
-        self.expression_decoder = Decoder(expression_dim, vertices, hidden)
+        self.decoder = decoder
+        if decoder == "paper":
+            self.identity_decoder: nn.Module = Decoder(identity_dim, vertices, hidden)
+            self.expression_decoder: nn.Module = Decoder(expression_dim, vertices, hidden)
+        elif decoder == "basis":
+            self.identity_decoder = BasisDecoder(identity_dim, vertices, hidden, basis_size)
+            self.expression_decoder = BasisDecoder(expression_dim, vertices, hidden, basis_size)
+        else:
+            raise ValueError(f"unknown decoder {decoder!r} (paper or basis)")
+        if mean is None or decoder == "paper":
+            mean = torch.zeros(vertices, 3)
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).reshape(vertices, 3), persistent=False)
+
+    def decode(self, identity_code: torch.Tensor, expression_code: torch.Tensor) -> torch.Tensor:
+        """The face of given codes (what test-time refinement optimises)."""
+        return self.mean + self.identity_decoder(identity_code) + self.expression_decoder(expression_code)
+
+    def set_bases(self, identity: torch.Tensor, expression: torch.Tensor) -> None:
+        self.identity_decoder.set_basis(identity)  # type: ignore[operator]
+        self.expression_decoder.set_basis(expression)  # type: ignore[operator]
 
     def encode(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feature = self.encoder(points)
@@ -59,7 +109,7 @@ class FaceNet(nn.Module):
 
     def forward(self, points: torch.Tensor, with_expression: bool = True) -> dict[str, torch.Tensor]:
         identity_code, expression_code = self.encode(points)
-        identity = self.identity_decoder(identity_code)
+        identity = self.mean + self.identity_decoder(identity_code)
         out = {"identity_code": identity_code, "expression_code": expression_code, "identity": identity}
         if with_expression:
             out["expression"] = self.expression_decoder(expression_code)

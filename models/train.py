@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facepipe.models.basis import pca_basis, training_offsets
 from facepipe.models.losses import (chamfer, edge_lengths, edge_loss, gather, laplacian_loss, neighbour_table, normal_loss,
                                     ray_partners, vertex_l1, vertex_normals)
 from facepipe.models.network import FaceNet
@@ -283,14 +284,19 @@ def build(config: TrainConfig, template: Template) -> Run:
     device = pick_device(config)
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    net = FaceNet(len(template.vertices), config.identity_dim, config.expression_dim, config.hidden).to(device)
+    synth = [Samples(u, template, True, config, device) for u in config.synth]  # checks the stores first
+    real = [Samples(u, template, False, config, device) for u in config.scans]
+    net = FaceNet(len(template.vertices), config.identity_dim, config.expression_dim, config.hidden, config.decoder,
+                  config.basis_size, torch.as_tensor(template.vertices))
+    if config.decoder == "basis":  # before DDP, which copies rank 0's parameters to every rank
+        identity, expression = training_offsets(config.synth, template, config.neutral_codes, config.seed)
+        net.set_bases(torch.as_tensor(pca_basis(identity, config.basis_size)), torch.as_tensor(pca_basis(expression, config.basis_size)))
+    net = net.to(device)
     model: torch.nn.Module = net
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
                                                           find_unused_parameters=True)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
-    synth = [Samples(u, template, True, config, device) for u in config.synth]
-    real = [Samples(u, template, False, config, device) for u in config.scans]
     return Run(config, template, device, net, model, optimizer, synth, real, TemplateTensors.of(template, device), rank, world)
 
 

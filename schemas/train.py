@@ -38,6 +38,10 @@ class TrainConfig(BaseModel):
     identity_dim: int = Field(512, ge=1)
     expression_dim: int = Field(512, ge=1)
     hidden: int = Field(1024, ge=1)
+    decoder: Literal["paper", "basis"] = Field(
+        "basis", description="paper: paper 1's Tanh MLP decoders; basis: template + offsets through linear bases "
+        "started from a PCA of the synthetic faces (an untrained model is the template)")
+    basis_size: int = Field(64, ge=1, description="basis shapes per decoder (basis decoder)")
     input_points: int | None = Field(None, ge=16, description="points drawn per sample each step (None: all)")
     batch_size: int = Field(16, ge=1)
     real_fraction: float = Field(0.5, ge=0, le=1, description="share of real scans in a mixed batch")

@@ -93,3 +93,30 @@ def test_normal_ray_partners_follow_the_normal_not_the_closest_point() -> None:
     assert torch.equal(ray_partners(pred, tilted, scan, k=200, method="cdist"), ray_partners(pred, tilted, scan, k=200, method="tree"))
     assert torch.allclose(hit, torch.tensor([1.0 - 0.3 * 0.75, 1.0, 0.0]), atol=0.026)  # where the line meets the plane
     assert torch.allclose(scan[0, nearest(pred, scan)[0, 0]], torch.tensor([1.0, 1.0, 0.0]))  # the closest point differs
+
+
+def test_an_untrained_basis_decoder_outputs_the_template() -> None:
+    torch.manual_seed(0)
+    template = torch.rand(50, 3) * 2 - 1
+    net = FaceNet(50, 16, 8, 32, decoder="basis", basis_size=6, mean=template).eval()
+    net.set_bases(torch.randn(6, 150), torch.randn(6, 150))
+    out = net(torch.rand(3, 200, 3) * 2 - 1)
+    assert torch.equal(out["face"], template.expand(3, -1, -1))
+    assert "mean" not in net.state_dict()  # the template travels with the template, not the weights
+    with pytest.raises(ValueError, match="unknown decoder"):
+        FaceNet(50, decoder="mlp")
+
+
+def test_pca_basis_spans_the_training_offsets() -> None:
+    from facepipe.models.basis import pca_basis
+
+    rng = np.random.default_rng(0)
+    directions = rng.normal(size=(3, 40 * 3))
+    offsets = (rng.normal(size=(200, 3)) @ directions).reshape(200, 40, 3)
+    basis = pca_basis(offsets, 8)
+    assert basis.shape == (8, 120) and np.allclose(basis[3:], 0)  # rank 3: the rest is zero
+    q, _ = np.linalg.qr(basis[:3].T)
+    flat = offsets.reshape(200, -1)
+    assert np.abs(flat - flat @ q @ q.T).max() < 1e-9
+    # scaled by the deviation: unit-variance codes reproduce the data's spread
+    assert np.isclose((basis**2).sum(), (flat**2).sum() / 200)

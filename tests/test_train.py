@@ -59,7 +59,7 @@ def test_phases_freeze_what_the_paper_freezes() -> None:
 
 
 def test_a_tiny_run_learns_and_writes_its_outputs(stores: tuple[str, str], tmp_path: Path) -> None:
-    cfg = small(*stores, phases=[{"name": "identity", "synthetic_epochs": 8, "mixed_epochs": 1},
+    cfg = small(*stores, decoder="paper", phases=[{"name": "identity", "synthetic_epochs": 8, "mixed_epochs": 1},
                                  {"name": "expression", "synthetic_epochs": 1, "mixed_epochs": 1},
                                  {"name": "joint", "synthetic_epochs": 1, "mixed_epochs": 1}])
     history = train(cfg, tmp_path / "run", log=lambda _: None)
@@ -173,3 +173,21 @@ def test_a_run_switches_to_normal_rays_once_saturated(stores: tuple[str, str], t
     history = train(cfg, tmp_path / "run", log=lambda _: None)
     rays = [h["normal_rays"] for h in history if h["mixed"]]
     assert rays == [0.0, 0.0, 1.0] and np.isfinite(history[-1]["scan_normal"])
+
+
+def test_a_basis_run_starts_as_the_template_with_the_linear_model_of_its_data(stores: tuple[str, str]) -> None:
+    from facepipe.models.basis import training_offsets
+
+    template = default_template()
+    run = train_mod.build(small(*stores, decoder="basis", basis_size=12), template)
+    points = torch.as_tensor(np.asarray(train_mod.open_group(stores[0])["points"][:2]), dtype=torch.float32)
+    with torch.no_grad():
+        face = run.net.eval()(points)["face"]
+    assert torch.allclose(face, torch.as_tensor(template.vertices, dtype=torch.float32).expand(2, -1, -1))
+    identity, expression = training_offsets([stores[0]], template, run.config.neutral_codes)
+    assert len(identity) == 8 and len(expression) == 8
+    for offsets, decoder in ((identity, run.net.identity_decoder), (expression, run.net.expression_decoder)):
+        basis = decoder.basis.weight.detach().double().numpy()  # (3V, K): the linear model of the training faces
+        flat = offsets.reshape(len(offsets), -1)
+        fit = basis @ np.linalg.lstsq(basis, flat.T, rcond=None)[0]
+        assert np.linalg.norm(flat.T - fit) < 1e-4 * np.linalg.norm(flat)  # 8 faces, 12 directions: spanned exactly

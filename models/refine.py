@@ -1,0 +1,124 @@
+"""Test-time refinement: the network's face, fitted to the scan itself.
+
+The network gives a face of the right kind in one pass but does not lie on the scan (a few mm
+off after short training). Two short optimisations, batched in torch (CPU and GPU alike), take it
+there: (a) the identity and expression codes, decoders fixed, against the robust two-sided
+Chamfer, the five landmarks and a pull towards the network's own codes, so the face stays in the
+decoders' space; then (b) a displacement of each vertex along its normal against the same data
+terms, kept smooth by the squared uniform Laplacian of the displacement, so scan noise does not
+come through and vertices do not slide off their correspondence.
+Nearest scan points come from one k-d tree per scan (the scan does not move), without gradient.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from scipy.spatial import cKDTree
+
+from facepipe.models.losses import gather, neighbour_table, vertex_normals
+from facepipe.models.network import FaceNet
+from facepipe.pipeline.nicp import landmark_vertices
+from facepipe.pipeline.template import Template
+
+
+class RefineConfig(BaseModel):
+    """Steps, rates and weights of the refinement, in template units (the face spans about 2)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    latent_steps: int = Field(30, ge=0)
+    latent_lr: float = Field(0.05, gt=0)
+    vertex_steps: int = Field(30, ge=0)
+    vertex_lr: float = Field(0.002, gt=0, description="about 0.1 mm per step on a face of 100 mm per unit")
+    latent_threshold: float = Field(0.01, gt=0, description="squared distance beyond which a pair is ignored, codes step")
+    vertex_threshold: float = Field(0.001, gt=0, description="the same for the per-vertex step (training's threshold)")
+    landmark_weight: float = Field(0.1, ge=0)
+    code_weight: float = Field(1e-4, ge=0, description="pull towards the network's codes")
+    smooth_weight: float = Field(2.0, ge=0, description="squared Laplacian of the displacement against the Chamfer")
+    max_points: int = Field(8000, ge=16, description="scan points used (a fixed random subset)")
+    seed: int = 0
+
+
+class _Scans:
+    """The scans' points as a tensor and a k-d tree each, built once."""
+
+    def __init__(self, points: np.ndarray, max_points: int, seed: int, device: torch.device) -> None:
+        rng = np.random.default_rng(seed)
+        keep = [np.sort(rng.choice(len(p), max_points, replace=False)) if len(p) > max_points else np.arange(len(p))
+                for p in points]
+        self.points = torch.as_tensor(np.stack([p[k] for p, k in zip(points, keep, strict=True)]), dtype=torch.float32,
+                                      device=device)
+        self.trees = [cKDTree(p.cpu().numpy()) for p in self.points]
+
+    def chamfer(self, face: torch.Tensor, threshold: float) -> torch.Tensor:
+        """Two-sided squared Chamfer with pairs beyond `threshold` ignored, averaged over the batch."""
+        with torch.no_grad():
+            f = face.detach().cpu().numpy()
+            p2s = torch.as_tensor(np.stack([t.query(q, workers=1)[1] for t, q in zip(self.trees, f, strict=True)]),
+                                  device=face.device)
+            s2p = torch.as_tensor(np.stack([cKDTree(q).query(p, workers=1)[1] for q, p in
+                                            zip(f, self.points.cpu().numpy(), strict=True)]), device=face.device)
+        d_ps = ((face - gather(self.points, p2s)) ** 2).sum(-1)
+        d_sp = ((self.points - gather(face, s2p)) ** 2).sum(-1)
+        return (d_ps * (d_ps <= threshold)).mean() + (d_sp * (d_sp <= threshold)).mean()
+
+
+def _landmarks(face: torch.Tensor, ids: torch.Tensor, five: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    d = ((face[:, ids] - five) ** 2).sum(-1)
+    return (d * valid).sum() / valid.sum().clamp_min(1)
+
+
+def refine(net: FaceNet, template: Template, points: np.ndarray, five: np.ndarray, config: RefineConfig = RefineConfig(),
+           codes: tuple[torch.Tensor, torch.Tensor] | None = None) -> np.ndarray:
+    """(B, P, 3) scan points and (B, 5, 3) five landmarks (NaN where missing), template frame ->
+    (B, V, 3) refined faces; the network's weights are left untouched. `codes`: the encoder's
+    codes of these points, when the caller has them already (encoding costs more than refining)."""
+    device = next(net.parameters()).device
+    scans = _Scans(points, config.max_points, config.seed, device)
+    ids = torch.as_tensor(landmark_vertices(template), device=device)
+    five_t = torch.as_tensor(np.nan_to_num(five), dtype=torch.float32, device=device)
+    valid = torch.as_tensor(np.isfinite(five).all(-1), dtype=torch.float32, device=device)
+    was_training = net.training
+    net.eval()
+    flags = [p.requires_grad for p in net.parameters()]
+    for p in net.parameters():
+        p.requires_grad_(False)
+    try:
+        if codes is None:
+            with torch.no_grad():
+                codes = net.encode(torch.as_tensor(points, dtype=torch.float32, device=device))
+        start = [c.detach() for c in codes]
+        free = [c.clone().requires_grad_(True) for c in start]
+        opt = torch.optim.Adam(free, lr=config.latent_lr)
+        for _ in range(config.latent_steps):
+            face = net.decode(*free)
+            loss = (scans.chamfer(face, config.latent_threshold) + config.landmark_weight * _landmarks(face, ids, five_t, valid)
+                    + config.code_weight * sum(((c - c0) ** 2).mean() for c, c0 in zip(free, start, strict=True)))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            base = net.decode(*free)
+    finally:
+        for p, flag in zip(net.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+        net.train(was_training)
+    # (b) along each vertex's normal only: a sideways step would slide vertices over the surface,
+    # nearer the scan but off their correspondence
+    table, counts = neighbour_table(template.edges(), len(template.vertices))
+    table, counts = table.to(device), counts.to(device)
+    mask = (table >= 0).to(base.dtype)[None]
+    normals = vertex_normals(base, torch.as_tensor(template.triangles, device=device))
+    height = torch.zeros(base.shape[:2], dtype=base.dtype, device=device, requires_grad=True)
+    opt = torch.optim.Adam([height], lr=config.vertex_lr)
+    for _ in range(config.vertex_steps):
+        face = base + height[..., None] * normals
+        lap = height - (height[:, table.clamp_min(0)] * mask).sum(2) / counts.clamp_min(1)[None]
+        loss = (scans.chamfer(face, config.vertex_threshold) + config.landmark_weight * _landmarks(face, ids, five_t, valid)
+                + config.smooth_weight * (lap ** 2).mean() * len(template.vertices) / 1000)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return (base + height.detach()[..., None] * normals).cpu().numpy().astype(np.float64)
