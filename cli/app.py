@@ -431,7 +431,8 @@ def correspond(
         items = file_items(paths[:limit], tpl, relatives=relatives[:limit] if relatives else None)
     rows = run_correspond(items, tpl, out, method, predictor, fmt, batch, colour, RefineConfig() if refine else None)
     done = [r for r in rows if r["output"]]
-    typer.echo(f"{out}\n  meshes     {len(done)} ({method}, {len(tpl.vertices)} vertices each), index.csv")
+    typer.echo(f"{out}\n  meshes     {len(done)} ({done[0]['method'] if done else method}, {len(tpl.vertices)} vertices each), "
+               "index.csv")
     if done:
         typer.echo(f"  per scan   {np.mean([float(r['seconds']) for r in done]) * 1e3:.1f} ms, residual "
                    f"{np.mean([float(r['residual_mm']) for r in done]):.2f} mm")
