@@ -50,7 +50,8 @@ class _Scans:
                 for p in points]
         self.points = torch.as_tensor(np.stack([p[k] for p, k in zip(points, keep, strict=True)]), dtype=torch.float32,
                                       device=device)
-        self.trees = [cKDTree(p.cpu().numpy()) for p in self.points]
+        self.arrays = [p.cpu().numpy() for p in self.points]  # for the per-step search, copied once
+        self.trees = [cKDTree(p) for p in self.arrays]
 
     def chamfer(self, face: torch.Tensor, threshold: float) -> torch.Tensor:
         """Two-sided squared Chamfer with pairs beyond `threshold` ignored, averaged over the batch."""
@@ -58,8 +59,8 @@ class _Scans:
             f = face.detach().cpu().numpy()
             p2s = torch.as_tensor(np.stack([t.query(q, workers=1)[1] for t, q in zip(self.trees, f, strict=True)]),
                                   device=face.device)
-            s2p = torch.as_tensor(np.stack([cKDTree(q).query(p, workers=1)[1] for q, p in
-                                            zip(f, self.points.cpu().numpy(), strict=True)]), device=face.device)
+            s2p = torch.as_tensor(np.stack([cKDTree(q).query(p, workers=1)[1] for q, p in zip(f, self.arrays, strict=True)]),
+                                  device=face.device)
         d_ps = ((face - gather(self.points, p2s)) ** 2).sum(-1)
         d_sp = ((self.points - gather(face, s2p)) ** 2).sum(-1)
         return (d_ps * (d_ps <= threshold)).mean() + (d_sp * (d_sp <= threshold)).mean()
