@@ -23,11 +23,11 @@ from facepipe.models.correspond import Predictor, store_items
 from facepipe.models.evaluate import evaluate
 from facepipe.models.network import FaceNet
 from facepipe.models.train import train
-from facepipe.pipeline.morphable import load_model
-from facepipe.pipeline.nicp import nicp
-from facepipe.pipeline.procedural import default_template
-from facepipe.pipeline.synth import run_synth
-from facepipe.pipeline.template import template_from_model, template_selection
+from facepipe.pipeline.io.face_models import load_model
+from facepipe.pipeline.geometry.nicp import nicp
+from facepipe.pipeline.faces.procedural import default_template
+from facepipe.pipeline.stages.synth import run_synth
+from facepipe.pipeline.faces.template import template_from_model, template_selection
 from facepipe.schemas.synth import SynthConfig
 from facepipe.schemas.train import Phase, TrainConfig
 

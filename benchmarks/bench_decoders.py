@@ -20,15 +20,15 @@ from common import machine, write_results
 
 from facepipe.models.correspond import Predictor, correspond, store_items
 from facepipe.models.train import train
-from facepipe.pipeline.evaluation import roughness
-from facepipe.pipeline.ingest import run_ingest
-from facepipe.pipeline.inspect import preview
+from facepipe.pipeline.geometry.metrics import roughness
+from facepipe.pipeline.stages.ingest import run_ingest
+from facepipe.pipeline.stages.inspect import preview
 from facepipe.pipeline.io.image import write_image
 from facepipe.pipeline.io.registry import read_scan
-from facepipe.pipeline.procedural import default_template, procedural_model
-from facepipe.pipeline.sample_data import write_example_dataset
-from facepipe.pipeline.synth import run_synth
-from facepipe.pipeline.template import template_selection
+from facepipe.pipeline.faces.procedural import default_template, procedural_model
+from facepipe.pipeline.io.sample_data import write_example_dataset
+from facepipe.pipeline.stages.synth import run_synth
+from facepipe.pipeline.faces.template import template_selection
 from facepipe.schemas.synth import SynthConfig
 from facepipe.schemas.train import tiny_preset
 

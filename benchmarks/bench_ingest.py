@@ -23,10 +23,11 @@ import yaml
 
 from common import du, machine, write_results
 
-from facepipe.pipeline.ingest import run_ingest
-from facepipe.pipeline.jobs import dask_client
-from facepipe.pipeline.procedural import default_template
-from facepipe.pipeline.sample_data import FaceParams, bu3dfe_files, write_files
+from facepipe.pipeline.stages.ingest import run_ingest
+from facepipe.pipeline.runtime.jobs import dask_client
+from facepipe.pipeline.faces.procedural import default_template
+from facepipe.pipeline.faces.relief import FaceParams
+from facepipe.pipeline.io.sample_data import bu3dfe_files, write_files
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -18,7 +18,8 @@ import trimesh
 
 from facepipe.pipeline.io import bjut, texas
 from facepipe.pipeline.io.registry import read_scan
-from facepipe.pipeline.sample_data import FaceParams, bosphorus_files, bu3dfe_files, face_grid, frgc_files, write_files
+from facepipe.pipeline.faces.relief import FaceParams
+from facepipe.pipeline.io.sample_data import bosphorus_files, bu3dfe_files, scanner_grid, frgc_files, write_files
 
 
 def make_files(root: Path) -> dict[str, list[Path]]:
@@ -32,7 +33,7 @@ def make_files(root: Path) -> dict[str, list[Path]]:
     gz.write_bytes(gzip.compress(abs_path.read_bytes()))
     files["frgc (.abs, 480x640)"] = [abs_path]
     files["frgc (.abs.gz, 480x640)"] = [gz]
-    pts, valid = face_grid(p, 751, 501, 0.32, rng)
+    pts, valid = scanner_grid(p, 751, 501, 0.32, rng)
     depth = np.where(valid, np.round((pts[..., 2] + 100) / 0.32), 0).astype(np.uint16)
     tx = root / "texas" / "s1_Range.png"
     tx.parent.mkdir()

@@ -16,12 +16,12 @@ import open3d as o3d
 
 from common import machine, write_results
 
-from facepipe.pipeline.depth_sensor import StructuredLight
-from facepipe.pipeline.procedural import default_template, procedural_model
-from facepipe.pipeline.render import Raycaster
-from facepipe.pipeline.rgbd import resolve_source, run_render_rgbd
-from facepipe.pipeline.synth import run_synth
-from facepipe.pipeline.template import template_selection
+from facepipe.pipeline.geometry.depth_sensor import StructuredLight
+from facepipe.pipeline.faces.procedural import default_template, procedural_model
+from facepipe.pipeline.geometry.render import Raycaster
+from facepipe.pipeline.stages.rgbd import resolve_source, run_render_rgbd
+from facepipe.pipeline.stages.synth import run_synth
+from facepipe.pipeline.faces.template import template_selection
 from facepipe.schemas.rgbd import PRESETS, RenderConfig
 from facepipe.schemas.synth import SynthConfig
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from common import du, machine, write_results
 
-from facepipe.pipeline.morphable import load_model
-from facepipe.pipeline.procedural import procedural_model
-from facepipe.pipeline.synth import run_synth
-from facepipe.pipeline.template import template_from_model, template_selection
+from facepipe.pipeline.io.face_models import load_model
+from facepipe.pipeline.faces.procedural import procedural_model
+from facepipe.pipeline.stages.synth import run_synth
+from facepipe.pipeline.faces.template import template_from_model, template_selection
 from facepipe.schemas.synth import SynthConfig
 
 REPO = Path(__file__).resolve().parents[1]

@@ -25,9 +25,9 @@ from common import machine, write_results
 
 from facepipe.models.network import FaceNet
 from facepipe.models.train import Clock, Samples, TemplateTensors, build, set_phase, supervised_loss, train, unsupervised_loss
-from facepipe.pipeline.morphable import load_model
-from facepipe.pipeline.synth import run_synth
-from facepipe.pipeline.template import Template, template_from_model, template_selection
+from facepipe.pipeline.io.face_models import load_model
+from facepipe.pipeline.stages.synth import run_synth
+from facepipe.pipeline.faces.template import Template, template_from_model, template_selection
 from facepipe.schemas.synth import SynthConfig
 from facepipe.schemas.train import Phase, TrainConfig
 

@@ -15,7 +15,7 @@ import numpy as np
 from facepipe.pipeline.errors import FacepipeError
 
 if TYPE_CHECKING:
-    from facepipe.pipeline.template import Template
+    from facepipe.pipeline.faces.template import Template
     from facepipe.schemas.store import RunReport
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -41,7 +41,7 @@ def inspect(
     png: Annotated[Path | None, typer.Option("--png", help="write a shaded preview here")] = None,
 ) -> None:
     """What a file is: format, mesh size, landmarks, units, bounding box."""
-    from facepipe.pipeline.inspect import describe, preview
+    from facepipe.pipeline.stages.inspect import describe, preview
     from facepipe.pipeline.io.image import write_image
     from facepipe.pipeline.io.registry import read_scan
 
@@ -73,7 +73,7 @@ def inspect(
 @catalog_app.command("list")
 def catalog_list(catalog: CatalogOpt = Path("data_catalog.yaml")) -> None:
     """Every dataset with its format, resolved root and whether that root exists."""
-    from facepipe.pipeline.catalog import load_catalog, resolve_root
+    from facepipe.pipeline.io.catalog import load_catalog, resolve_root
 
     cat = load_catalog(catalog)
     for name, entry in cat.datasets.items():
@@ -90,7 +90,7 @@ def catalog_check(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Count the scans, report missing siblings and unreadable files; exit 1 if anything is wrong."""
-    from facepipe.pipeline.catalog import check_dataset, get_entry, load_catalog
+    from facepipe.pipeline.io.catalog import check_dataset, get_entry, load_catalog
 
     report = check_dataset(name, get_entry(load_catalog(catalog), name), catalog.parent, read)
     if as_json:
@@ -115,7 +115,7 @@ def sample_data(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Write the embedded example dataset (synthetic faces in the BU-3DFE, Bosphorus and FRGC layouts)."""
-    from facepipe.pipeline.sample_data import write_example_dataset
+    from facepipe.pipeline.io.sample_data import write_example_dataset
 
     paths = write_example_dataset(out, subjects, seed)
     typer.echo(f"wrote {len(paths)} files under {out}")
@@ -134,9 +134,9 @@ RefineOpt = Annotated[bool, typer.Option(help="learned: fit each predicted face 
 
 
 def _template(template: Path | None, ict_model: Path | None) -> Template:
-    from facepipe.pipeline.morphable import load_ict_npz
-    from facepipe.pipeline.procedural import default_template
-    from facepipe.pipeline.template import load_template, template_from_model
+    from facepipe.pipeline.io.ict import load_ict_npz
+    from facepipe.pipeline.faces.procedural import default_template
+    from facepipe.pipeline.faces.template import load_template, template_from_model
 
     if template is not None and ict_model is not None:
         raise typer.BadParameter("give --template or --ict-model, not both")
@@ -159,8 +159,8 @@ def preprocess(
     """Preprocess one scan: landmarks, alignment to the template, crop, resampling (exit 1 on a failure record)."""
     import numpy as np
 
-    from facepipe.pipeline.preprocess import Preprocessed, preprocess_file
-    from facepipe.pipeline.seeding import sample_rng
+    from facepipe.pipeline.stages.preprocess import Preprocessed, preprocess_file
+    from facepipe.pipeline.runtime.seeding import sample_rng
     from facepipe.schemas.preprocess import PreprocessConfig
 
     try:
@@ -210,7 +210,7 @@ def ingest(
     report: ReportOpt = None,
 ) -> None:
     """Preprocess every scan of a dataset into a Zarr store with Dask; a rerun resumes what is not done."""
-    from facepipe.pipeline.ingest import run_ingest
+    from facepipe.pipeline.stages.ingest import run_ingest
 
     overrides = _read_config(config) if config else None
     url = out or f"out/{name}/scans.zarr"
@@ -290,9 +290,9 @@ def synth(
     preview: Annotated[Path | None, typer.Option(help="write a PNG grid of the first 16 faces here")] = None,
 ) -> None:
     """Synthetic faces of a morphable model with ground-truth correspondence, into a store like ingest's."""
-    from facepipe.pipeline.morphable import load_model
-    from facepipe.pipeline.synth import run_synth, write_preview
-    from facepipe.pipeline.template import template_from_model, template_selection
+    from facepipe.pipeline.io.face_models import load_model
+    from facepipe.pipeline.stages.synth import run_synth, write_preview
+    from facepipe.pipeline.faces.template import template_from_model, template_selection
     from facepipe.schemas.synth import SynthConfig
 
     m = load_model(model, model_path)
@@ -336,7 +336,7 @@ def render_rgbd(
 ) -> None:
     """Faces through a simulated structured-light depth camera: RGB, depth with the sensor's artefacts, XYZ."""
     from facepipe.pipeline.io.image import write_image
-    from facepipe.pipeline.rgbd import contact_sheet, resolve_source, run_render_rgbd
+    from facepipe.pipeline.stages.rgbd import contact_sheet, resolve_source, run_render_rgbd
     from facepipe.schemas.rgbd import PRESETS, RenderConfig
 
     if preset not in PRESETS:
@@ -406,9 +406,9 @@ def correspond(
     """Dense correspondence: one mesh per scan in template topology, in the scan's frame and units."""
     from facepipe.models.correspond import Predictor, correspond as run_correspond, file_items, store_items
     from facepipe.models.refine import RefineConfig
-    from facepipe.pipeline.procedural import default_template
-    from facepipe.pipeline.store import store_state
-    from facepipe.pipeline.template import load_template
+    from facepipe.pipeline.faces.procedural import default_template
+    from facepipe.pipeline.runtime.store import store_state
+    from facepipe.pipeline.faces.template import load_template
 
     if method not in ("learned", "nicp"):
         raise typer.BadParameter(f"unknown method {method!r} (learned or nicp)")
@@ -421,8 +421,8 @@ def correspond(
     else:
         paths, relatives = [Path(p) for p in inputs if Path(p).is_file()], None
         if len(paths) != len(inputs):
-            from facepipe.pipeline.catalog import get_entry, load_catalog
-            from facepipe.pipeline.ingest import list_samples
+            from facepipe.pipeline.io.catalog import get_entry, load_catalog
+            from facepipe.pipeline.stages.ingest import list_samples
 
             if len(inputs) != 1:
                 raise typer.BadParameter(f"not files: {[p for p in inputs if not Path(p).is_file()]}")
@@ -456,7 +456,7 @@ def evaluate(
     from facepipe.models.correspond import Predictor
     from facepipe.models.evaluate import evaluate as run_evaluate
     from facepipe.models.refine import RefineConfig
-    from facepipe.pipeline.procedural import default_template
+    from facepipe.pipeline.faces.procedural import default_template
 
     if method not in ("learned", "nicp"):
         raise typer.BadParameter(f"unknown method {method!r} (learned or nicp)")
@@ -487,8 +487,8 @@ def template(
     target_vertices: Annotated[int | None, typer.Option(min=1, help="Loop-subdivide to at least N vertices")] = None,
 ) -> None:
     """Derive a template from a model and save it: face region, [-1, 1] frame, five landmarks, regions, id."""
-    from facepipe.pipeline.morphable import load_model
-    from facepipe.pipeline.template import template_from_model
+    from facepipe.pipeline.io.face_models import load_model
+    from facepipe.pipeline.faces.template import template_from_model
 
     t = template_from_model(load_model(model, model_path), target_vertices=target_vertices)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -534,7 +534,7 @@ def verify(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Recompute a store's content hashes and check them against its manifest (exit 1 on a mismatch)."""
-    from facepipe.pipeline.store import verify_store
+    from facepipe.pipeline.runtime.store import verify_store
 
     result = verify_store(store)
     if as_json:

@@ -25,12 +25,12 @@ from scipy.spatial import cKDTree
 from facepipe.models.network import FaceNet
 from facepipe.models.refine import RefineConfig, refine
 from facepipe.models.train import load_checkpoint
-from facepipe.pipeline.align import apply, scale_of
+from facepipe.pipeline.geometry.align import apply, scale_of
 from facepipe.pipeline.errors import FacepipeError, printable
-from facepipe.pipeline.naming import file_relatives, output_names
-from facepipe.pipeline.nicp import nicp
-from facepipe.pipeline.store import OK, open_group, read_status
-from facepipe.pipeline.template import Template, load_template
+from facepipe.pipeline.runtime.naming import file_relatives, output_names
+from facepipe.pipeline.geometry.nicp import nicp
+from facepipe.pipeline.runtime.store import OK, open_group, read_status
+from facepipe.pipeline.faces.template import Template, load_template
 from facepipe.schemas.train import TrainConfig
 
 
@@ -49,7 +49,7 @@ class Predictor:
     @staticmethod
     def load(path: str | Path, device: str = "auto") -> Predictor:
         """A run directory (its model.pt) or a checkpoint file; loaded with weights_only=True."""
-        from facepipe.pipeline.procedural import default_template
+        from facepipe.pipeline.faces.procedural import default_template
 
         p = Path(path)
         file = p / "model.pt" if p.is_dir() else p
@@ -111,8 +111,8 @@ def file_items(paths: list[Path], template: Template, n_points: int = 29_495,
     `relatives` (each path relative to its dataset root) name the outputs; by default the file
     names, with the folders that tell same-named files apart, so `a/x.wrl` and `b/x.wrl` never
     write the same mesh."""
-    from facepipe.pipeline.preprocess import Preprocessed, preprocess_file
-    from facepipe.pipeline.seeding import sample_rng
+    from facepipe.pipeline.stages.preprocess import Preprocessed, preprocess_file
+    from facepipe.pipeline.runtime.seeding import sample_rng
     from facepipe.schemas.preprocess import PreprocessConfig
 
     config = PreprocessConfig(n_points=n_points)

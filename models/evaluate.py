@@ -18,15 +18,16 @@ import numpy as np
 
 from facepipe.models.correspond import Item, Predictor, store_items
 from facepipe.models.refine import RefineConfig
-from facepipe.pipeline.align import apply, scale_of
-from facepipe.pipeline.catalog import get_entry, load_catalog, resolve_root
+from facepipe.pipeline.geometry.align import apply, scale_of
+from facepipe.pipeline.io.catalog import get_entry, load_catalog, resolve_root
 from facepipe.pipeline.errors import CatalogError, FacepipeError
-from facepipe.pipeline.evaluation import BOSPHORUS22, mm_errors, nme, region_errors
+from facepipe.pipeline.faces.landmark_sets import BOSPHORUS22, BU3DFE_REGIONS
+from facepipe.pipeline.geometry.metrics import mm_errors, nme, region_errors
 from facepipe.pipeline.io.registry import read_scan
-from facepipe.pipeline.nicp import landmark_vertices, nicp
-from facepipe.pipeline.render import Raycaster, frontal_camera
-from facepipe.pipeline.store import open_group, read_plan
-from facepipe.pipeline.template import Template
+from facepipe.pipeline.geometry.nicp import landmark_vertices, nicp
+from facepipe.pipeline.geometry.render import Raycaster, frontal_camera
+from facepipe.pipeline.runtime.store import open_group, read_plan
+from facepipe.pipeline.faces.template import Template
 
 
 def predict(items: list[Item], template: Template, predictor: Predictor | None, batch: int = 8,
@@ -105,7 +106,7 @@ def evaluate(url: str, template: Template, predictor: Predictor | None, out: Pat
     if has_truth:
         summary |= {"vertex_mm": _stats([r["vertex_mm"] for r in rows]), "nme": _stats([r["nme"] for r in rows])}
     if bu_err:
-        regions = region_errors(np.array(bu_err), np.array(bu_ok))
+        regions = region_errors(np.array(bu_err), np.array(bu_ok), BU3DFE_REGIONS)
         summary["bu3dfe_regions_mm"] = {k: {"mean": m, "std": s, "landmarks": n} for k, (m, s, n) in regions.items()}
         summary["bu3dfe_mean_over_regions_mm"] = float(np.mean([m for m, _, _ in regions.values()]))
     if bos_err:

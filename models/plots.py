@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-if TYPE_CHECKING:
-    from facepipe.models.train import Run
 
 
 def plot_losses(history: list[dict[str, object]], path: Path) -> None:
@@ -34,28 +29,22 @@ def plot_losses(history: list[dict[str, object]], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_predictions(run: Run, path: Path) -> None:
-    """Input points (left) and the predicted face in template topology (right), coloured by depth."""
-    picks = [(s, i) for s in run.synth[:1] + run.real[:1] for i in range(min(run.config.preview_samples // 2 or 1, len(s)))]
-    if not picks:
+def plot_predictions(pairs: list[tuple[str, np.ndarray, np.ndarray]], triangles: np.ndarray, path: Path) -> None:
+    """Input points (left) and the predicted face in template topology (right), coloured by depth;
+    `pairs` holds (title, (N, 3) input points, (V, 3) predicted vertices)."""
+    if not pairs:
         return
-    run.net.eval()
-    tri = run.template.triangles
-    fig, axes = plt.subplots(len(picks), 2, figsize=(6, 3 * len(picks)), squeeze=False)
-    with torch.no_grad():
-        for row, (samples, i) in enumerate(picks):
-            batch = samples.batch(np.array([i]))
-            face = run.net(batch["points"])["face"][0].float().cpu().numpy()
-            pts = batch["points"][0].cpu().numpy()
-            axes[row, 0].scatter(pts[:, 0], pts[:, 1], c=pts[:, 2], s=0.3, cmap="viridis")
-            axes[row, 1].tripcolor(face[:, 0], face[:, 1], tri, face[:, 2], cmap="viridis", shading="gouraud")
-            axes[row, 0].set_title(f"input: {Path(samples.url).name} #{i}", fontsize=8)
-            axes[row, 1].set_title("prediction", fontsize=8)
-            for ax in axes[row]:
-                ax.set_aspect("equal")
-                ax.set_xlim(-1, 1)
-                ax.set_ylim(-1, 1)
-                ax.axis("off")
+    fig, axes = plt.subplots(len(pairs), 2, figsize=(6, 3 * len(pairs)), squeeze=False)
+    for row, (title, pts, face) in enumerate(pairs):
+        axes[row, 0].scatter(pts[:, 0], pts[:, 1], c=pts[:, 2], s=0.3, cmap="viridis")
+        axes[row, 1].tripcolor(face[:, 0], face[:, 1], triangles, face[:, 2], cmap="viridis", shading="gouraud")
+        axes[row, 0].set_title(f"input: {title}", fontsize=8)
+        axes[row, 1].set_title("prediction", fontsize=8)
+        for ax in axes[row]:
+            ax.set_aspect("equal")
+            ax.set_xlim(-1, 1)
+            ax.set_ylim(-1, 1)
+            ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -10,7 +10,7 @@ import torch
 import zarr
 from torch.utils.data import Dataset
 
-from facepipe.pipeline.store import OK, open_group, read_plan, read_status
+from facepipe.pipeline.runtime.store import OK, open_group, read_plan, read_status
 
 
 class StoreDataset(Dataset[dict[str, torch.Tensor]]):

@@ -26,8 +26,8 @@ from facepipe.models.losses import (chamfer, edge_lengths, edge_loss, gather, la
 from facepipe.models.network import FaceNet
 from facepipe.models.store_dataset import StoreDataset
 from facepipe.pipeline.errors import FacepipeError
-from facepipe.pipeline.store import OK, open_group, read_plan, read_status
-from facepipe.pipeline.template import Template, load_template
+from facepipe.pipeline.runtime.store import OK, open_group, read_plan, read_status
+from facepipe.pipeline.faces.template import Template, load_template
 from facepipe.schemas.train import Phase, TrainConfig
 
 
@@ -254,6 +254,19 @@ class Run:
         return {k: float(v.detach()) for k, v in terms.items()} | {"loss": float(loss.detach())}  # type: ignore[union-attr]
 
 
+def preview_pairs(run: Run) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(title, input points, predicted face) for the first few synthetic and real samples: the picture a run ends with."""
+    picks = [(s, i) for s in run.synth[:1] + run.real[:1] for i in range(min(run.config.preview_samples // 2 or 1, len(s)))]
+    run.net.eval()
+    out = []
+    with torch.no_grad():
+        for samples, i in picks:
+            batch = samples.batch(np.array([i]))
+            face = run.net(batch["points"])["face"][0].float().cpu().numpy()
+            out.append((f"{Path(samples.url).name} #{i}", batch["points"][0].cpu().numpy(), face))
+    return out
+
+
 def saturated(history: list[dict[str, object]], epochs: int, tolerance: float) -> bool:
     """Whether the Chamfer loss of the last `epochs` + 1 mixed epochs fell by less than `tolerance` (relative)."""
     values = [float(h["chamfer"]) for h in history if h.get("mixed") and "chamfer" in h][-(epochs + 1):]  # type: ignore[arg-type]
@@ -302,7 +315,7 @@ def build(config: TrainConfig, template: Template) -> Run:
 
 def train(config: TrainConfig, out: Path, resume: bool = False, log: Callable[[str], None] = print) -> list[dict[str, object]]:
     """Run the schedule, writing `config.json`, `metrics.jsonl`, TensorBoard scalars, checkpoints and, at the end, the PNGs."""
-    from facepipe.pipeline.procedural import default_template
+    from facepipe.pipeline.faces.procedural import default_template
 
     template = load_template(config.template) if config.template else default_template()
     out.mkdir(parents=True, exist_ok=True)
@@ -367,7 +380,7 @@ def train(config: TrainConfig, out: Path, resume: bool = False, log: Callable[[s
         from facepipe.models.plots import plot_losses, plot_predictions
 
         plot_losses(history, out / "losses.png")
-        plot_predictions(run, out / "predictions.png")
+        plot_predictions(preview_pairs(run), run.template.triangles, out / "predictions.png")
         torch.save({"model": run.net.state_dict(), "template_id": template.id, "config": config.model_dump_json()},
                    out / "model.pt")
     return history

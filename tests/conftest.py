@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facepipe.pipeline.sample_data import (FaceParams, bosphorus_files, bu3dfe_files, frgc_files, write_example_dataset,
-                                          write_files)
-from facepipe.pipeline.template import Template
+from facepipe.pipeline.faces.relief import FaceParams
+from facepipe.pipeline.io.sample_data import bosphorus_files, bu3dfe_files, frgc_files, write_example_dataset, write_files
+from facepipe.pipeline.faces.template import Template
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def frgc_scan(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def face_template() -> Template:
-    from facepipe.pipeline.procedural import default_template
+    from facepipe.pipeline.faces.procedural import default_template
 
     return default_template()
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from facepipe.pipeline.catalog import check_dataset, get_entry, iter_scans, load_catalog, resolve_root
+from facepipe.pipeline.io.catalog import check_dataset, get_entry, iter_scans, load_catalog, resolve_root
 from facepipe.pipeline.errors import CatalogError
 
 REPO_CATALOG = Path(__file__).resolve().parents[1] / "data_catalog.yaml"

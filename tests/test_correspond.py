@@ -15,16 +15,17 @@ from scipy.spatial import cKDTree
 from facepipe.models.correspond import Predictor, correspond, store_items
 from facepipe.models.evaluate import evaluate
 from facepipe.models.train import train
-from facepipe.pipeline.align import scale_of
-from facepipe.pipeline.evaluation import region_errors
-from facepipe.pipeline.ingest import run_ingest
+from facepipe.pipeline.geometry.align import scale_of
+from facepipe.pipeline.faces.landmark_sets import BU3DFE_REGIONS
+from facepipe.pipeline.geometry.metrics import region_errors
+from facepipe.pipeline.stages.ingest import run_ingest
 from facepipe.pipeline.io.registry import read_scan
-from facepipe.pipeline.nicp import landmark_vertices, nicp
-from facepipe.pipeline.procedural import default_template, procedural_model
-from facepipe.pipeline.sample_data import write_example_dataset
-from facepipe.pipeline.store import open_group
-from facepipe.pipeline.synth import run_synth
-from facepipe.pipeline.template import template_selection
+from facepipe.pipeline.geometry.nicp import landmark_vertices, nicp
+from facepipe.pipeline.faces.procedural import default_template, procedural_model
+from facepipe.pipeline.io.sample_data import write_example_dataset
+from facepipe.pipeline.runtime.store import open_group
+from facepipe.pipeline.stages.synth import run_synth
+from facepipe.pipeline.faces.template import template_selection
 from facepipe.schemas.synth import SynthConfig
 from facepipe.schemas.train import TrainConfig
 
@@ -95,7 +96,7 @@ def test_evaluation_reproduces_known_errors(trained: dict[str, Path], tmp_path: 
     assert (tmp_path / "e" / "heatmap.png").exists() and (tmp_path / "e" / "samples.csv").exists()
     errors = np.zeros((2, 83))
     errors[:, 16:26] = 2.0  # right brow, 1-based 17-26
-    regions = region_errors(errors, np.ones((2, 83), bool))
+    regions = region_errors(errors, np.ones((2, 83), bool), BU3DFE_REGIONS)
     assert regions["right brow"] == (2.0, 0.0, 20) and regions["nose"][0] == 0.0
 
 
@@ -144,7 +145,7 @@ def _surface_mm(raw_vertices: np.ndarray, raw_faces: np.ndarray, vertices: np.nd
 
 def test_refined_meshes_lie_on_the_scans_keep_the_topology_and_stay_smooth(trained: dict[str, Path], tmp_path: Path) -> None:
     from facepipe.models.refine import RefineConfig
-    from facepipe.pipeline.evaluation import roughness
+    from facepipe.pipeline.geometry.metrics import roughness
 
     predictor = Predictor.load(trained["run"])
     template = predictor.template

@@ -23,17 +23,18 @@ import zarr
 from PIL import Image
 
 from facepipe.pipeline.errors import ScanFormatError
-from facepipe.pipeline.ingest import run_ingest
+from facepipe.pipeline.stages.ingest import run_ingest
 from facepipe.pipeline.io import bjut, bosphorus, texas
 from facepipe.pipeline.io.registry import read_scan
 from facepipe.pipeline.io.text import CUT_LINE
-from facepipe.pipeline.lock import StoreLockedError, lock_path, store_lock
-from facepipe.pipeline.naming import file_relatives, output_names
-from facepipe.pipeline.preprocess import Preprocessed, preprocess, sample_problem
-from facepipe.pipeline.sample_data import FaceParams, bosphorus_files, bu3dfe_files, write_example_dataset, write_files
-from facepipe.pipeline.seeding import sample_rng
-from facepipe.pipeline.store import FAILED, OK, open_group, read_status
-from facepipe.pipeline.template import Template
+from facepipe.pipeline.runtime.lock import StoreLockedError, lock_path, store_lock
+from facepipe.pipeline.runtime.naming import file_relatives, output_names
+from facepipe.pipeline.stages.preprocess import Preprocessed, preprocess, sample_problem
+from facepipe.pipeline.faces.relief import FaceParams
+from facepipe.pipeline.io.sample_data import bosphorus_files, bu3dfe_files, write_example_dataset, write_files
+from facepipe.pipeline.runtime.seeding import sample_rng
+from facepipe.pipeline.runtime.store import FAILED, OK, open_group, read_status
+from facepipe.pipeline.faces.template import Template
 from facepipe.schemas.preprocess import PreprocessConfig
 
 REPO = Path(__file__).resolve().parents[1]

@@ -18,13 +18,13 @@ import pytest
 import yaml
 import zarr
 
-from facepipe.pipeline import store as store_mod
+from facepipe.pipeline.runtime import store as store_mod
 from facepipe.pipeline.errors import FacepipeError
-from facepipe.pipeline.ingest import IngestError, run_ingest
+from facepipe.pipeline.stages.ingest import IngestError, run_ingest
 from facepipe.pipeline.io import frgc
-from facepipe.pipeline.sample_data import write_example_dataset
-from facepipe.pipeline.store import FAILED, OK, PENDING, StoreError, open_group, read_status, verify_store
-from facepipe.pipeline.template import Template
+from facepipe.pipeline.io.sample_data import write_example_dataset
+from facepipe.pipeline.runtime.store import FAILED, OK, PENDING, StoreError, open_group, read_status, verify_store
+from facepipe.pipeline.faces.template import Template
 
 REPO = Path(__file__).resolve().parents[1]
 PATTERNS = ["BU-3DFE/**/*_F3D.wrl", "Bosphorus/**/*.bnt", "FRGC/**/*.abs"]
@@ -319,7 +319,7 @@ def test_a_scan_that_keeps_killing_its_worker_becomes_a_failure_record(
     """Dask gives up on a task after its worker died `allowed-failures` times and raises KilledWorker."""
     from distributed import KilledWorker
 
-    from facepipe.pipeline import ingest
+    from facepipe.pipeline.stages import ingest
 
     real = ingest.ingest_sample
 

@@ -16,10 +16,12 @@ from scipy.io import savemat
 from facepipe.pipeline.errors import ScanFormatError
 from facepipe.pipeline.io.bfm import load_bfm2009
 from facepipe.pipeline.io.flame import load_flame
-from facepipe.pipeline.morphable import FIVE, load_ict_npz, load_model
-from facepipe.pipeline.synth import run_synth
-from facepipe.pipeline.template import template_from_model, template_selection
-from facepipe.pipeline.store import open_group
+from facepipe.pipeline.faces.landmark_sets import FIVE
+from facepipe.pipeline.io.ict import load_ict_npz
+from facepipe.pipeline.io.face_models import load_model
+from facepipe.pipeline.stages.synth import run_synth
+from facepipe.pipeline.faces.template import template_from_model, template_selection
+from facepipe.pipeline.runtime.store import open_group
 from facepipe.schemas.synth import SynthConfig
 
 

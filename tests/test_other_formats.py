@@ -12,12 +12,13 @@ from facepipe.pipeline.errors import ScanFormatError
 from facepipe.pipeline.io import bjut, texas
 from facepipe.pipeline.io.image import write_image
 from facepipe.pipeline.io.registry import detect_format, read_scan
-from facepipe.pipeline.sample_data import FaceParams, face_grid
-from facepipe.pipeline.render import facing_direction
+from facepipe.pipeline.faces.relief import FaceParams
+from facepipe.pipeline.io.sample_data import scanner_grid
+from facepipe.pipeline.geometry.render import facing_direction
 
 
 def _range_image(rng: np.random.Generator, rows: int = 60, cols: int = 48) -> np.ndarray:
-    pts, valid = face_grid(FaceParams(), rows, cols, 200.0 / rows, rng, noise_mm=0.0, holes=0)
+    pts, valid = scanner_grid(FaceParams(), rows, cols, 200.0 / rows, rng, noise_mm=0.0, holes=0)
     depth = np.where(valid, np.round((pts[..., 2] + 100.0) / texas.PIXEL_MM), 0)
     return np.clip(depth, 0, 65535).astype(np.uint16)
 

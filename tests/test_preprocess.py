@@ -8,17 +8,17 @@ import open3d as o3d
 import pytest
 from scipy.spatial.transform import Rotation
 
-from facepipe.pipeline.align import apply
-from facepipe.pipeline.crop import crop_mesh, region_mask
+from facepipe.pipeline.geometry.align import apply
+from facepipe.pipeline.geometry.crop import crop_mesh, region_mask
 from facepipe.pipeline.io.registry import read_scan
-from facepipe.pipeline.landmarks import five_from_annotations
-from facepipe.pipeline.morphable import FIVE
-from facepipe.pipeline.preprocess import Preprocessed, preprocess, preprocess_file
-from facepipe.pipeline.resample import sample_points, subdivide_to, vertex_normals
-from facepipe.pipeline.sample_data import FaceParams, face_depth, landmark_positions, relief_face
-from facepipe.pipeline.scan import Landmarks, Scan
-from facepipe.pipeline.seeding import sample_rng, sample_seed
-from facepipe.pipeline.template import Template
+from facepipe.pipeline.geometry.landmarks import five_from_annotations
+from facepipe.pipeline.faces.landmark_sets import FIVE
+from facepipe.pipeline.stages.preprocess import Preprocessed, preprocess, preprocess_file
+from facepipe.pipeline.geometry.resample import sample_points, subdivide_to, vertex_normals
+from facepipe.pipeline.faces.relief import face_depth, FaceParams, landmark_positions, relief_face
+from facepipe.pipeline.geometry.scan import Landmarks, Scan
+from facepipe.pipeline.runtime.seeding import sample_rng, sample_seed
+from facepipe.pipeline.faces.template import Template
 from facepipe.schemas.preprocess import PreprocessConfig, PreprocessFailure
 from facepipe.schemas.scan import ScanMeta
 
@@ -123,7 +123,7 @@ def test_annotations_map_to_the_five(example_dir: Path) -> None:
 
 
 def test_mediapipe_finds_the_five_on_a_scan_without_landmarks(frgc_scan: Path, face_template: Template) -> None:
-    from facepipe.pipeline.landmarks import MediaPipe, detect_five
+    from facepipe.pipeline.geometry.landmarks import MediaPipe, detect_five
 
     p = FaceParams()
     truth = {n: np.array([*xy, face_depth(np.array(xy[0]), np.array(xy[1]), p)[0]]) for n, xy in landmark_positions(p).items()}

@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from facepipe.pipeline.morphable import FIVE, MorphableModel, load_model
-from facepipe.pipeline.preprocess import Preprocessed, preprocess
-from facepipe.pipeline.procedural import EXPRESSIONS, MOUTH_Y, procedural_model, procedural_surface
-from facepipe.pipeline.render import Raycaster
-from facepipe.pipeline.scan import Scan
-from facepipe.pipeline.template import load_template, template_from_model
+from facepipe.pipeline.faces.landmark_sets import FIVE
+from facepipe.pipeline.faces.morphable import MorphableModel
+from facepipe.pipeline.io.face_models import load_model
+from facepipe.pipeline.stages.preprocess import Preprocessed, preprocess
+from facepipe.pipeline.faces.procedural import EXPRESSIONS, MOUTH_Y, procedural_model, procedural_surface
+from facepipe.pipeline.geometry.render import Raycaster
+from facepipe.pipeline.geometry.scan import Scan
+from facepipe.pipeline.faces.template import load_template, template_from_model
 from facepipe.schemas.preprocess import PreprocessConfig
 from facepipe.schemas.scan import ScanMeta
 
@@ -106,7 +108,7 @@ def happy_weights() -> np.ndarray:
 
 def test_the_example_dataset_is_made_of_procedural_faces(tmp_path: Path, model: MorphableModel) -> None:
     from facepipe.pipeline.io.registry import read_scan
-    from facepipe.pipeline.sample_data import EXAMPLE_IDENTITY_SIGMA, write_example_dataset
+    from facepipe.pipeline.io.sample_data import EXAMPLE_IDENTITY_SIGMA, write_example_dataset
 
     write_example_dataset(tmp_path, subjects=1, seed=5)
     identity = np.random.default_rng([5, 0]).normal(0.0, EXAMPLE_IDENTITY_SIGMA, len(model.identity))
@@ -129,7 +131,7 @@ def test_the_example_dataset_is_made_of_procedural_faces(tmp_path: Path, model: 
 def test_loop_operator_matches_the_loop_rules(model: MorphableModel) -> None:
     import trimesh
 
-    from facepipe.pipeline.resample import loop_operator
+    from facepipe.pipeline.geometry.resample import loop_operator
 
     sphere = trimesh.creation.icosphere(2)  # closed: identical to trimesh's Loop subdivision
     s, f = loop_operator(sphere.faces, len(sphere.vertices))
@@ -149,15 +151,15 @@ def test_loop_operator_matches_the_loop_rules(model: MorphableModel) -> None:
 
 
 def test_a_refined_template_keeps_ground_truth_exact(model: MorphableModel, tmp_path: Path) -> None:
-    from facepipe.pipeline.template import template_selection
+    from facepipe.pipeline.faces.template import template_selection
 
     t = template_from_model(model, target_vertices=10_000)
     selection, f = template_selection(model, target_vertices=10_000)
     assert len(t.vertices) == selection.size >= 10_000 and np.array_equal(t.triangles, f)
     assert len(t.regions["mouth"]) > 3 * len(template_from_model(model).regions["mouth"])
-    from facepipe.pipeline.align import apply
-    from facepipe.pipeline.store import open_group
-    from facepipe.pipeline.synth import run_synth
+    from facepipe.pipeline.geometry.align import apply
+    from facepipe.pipeline.runtime.store import open_group
+    from facepipe.pipeline.stages.synth import run_synth
     from facepipe.schemas.synth import SynthConfig
 
     cfg = SynthConfig(model="procedural", model_id=model.id, identities=1, expressions=1, n_points=500, template_vertices=10_000)

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from facepipe.pipeline.io.registry import read_scan
-from facepipe.pipeline.render import Camera, frontal_camera, render, shade
+from facepipe.pipeline.geometry.render import Camera, frontal_camera, render, shade
 
 
 def test_hit_maps_project_back_to_their_pixels(bu3dfe_scan: Path) -> None:
@@ -41,7 +41,7 @@ def test_frontal_render_is_upright_and_not_mirrored(bu3dfe_scan: Path) -> None:
 def test_framing_finds_the_face_of_a_turned_scan_and_shows_its_texture(bu3dfe_scan: Path) -> None:
     from scipy.spatial.transform import Rotation
 
-    from facepipe.pipeline.render import Raycaster, framing_camera, image_of
+    from facepipe.pipeline.geometry.render import Raycaster, framing_camera, image_of
 
     scan = read_scan(bu3dfe_scan)
     lm = scan.landmarks
@@ -63,7 +63,7 @@ def test_framing_finds_the_face_of_a_turned_scan_and_shows_its_texture(bu3dfe_sc
 
 
 def test_rays_through_projected_points_hit_those_points(bu3dfe_scan: Path) -> None:
-    from facepipe.pipeline.render import Raycaster
+    from facepipe.pipeline.geometry.render import Raycaster
 
     scan = read_scan(bu3dfe_scan)
     cam = frontal_camera(scan.vertices, 100, 120)

@@ -13,13 +13,13 @@ import pytest
 import zarr
 from PIL import Image
 
-from facepipe.pipeline.align import apply
-from facepipe.pipeline.depth_sensor import StructuredLight, depth_to_xyz, intrinsics, world_to_camera, xyz_to_depth
-from facepipe.pipeline.procedural import procedural_model
-from facepipe.pipeline.render import Raycaster
-from facepipe.pipeline.rgbd import RenderError, posed, resolve_source, run_render_rgbd
-from facepipe.pipeline.scan import Scan
-from facepipe.pipeline.store import open_group, verify_store
+from facepipe.pipeline.geometry.align import apply
+from facepipe.pipeline.geometry.depth_sensor import StructuredLight, depth_to_xyz, intrinsics, world_to_camera, xyz_to_depth
+from facepipe.pipeline.faces.procedural import procedural_model
+from facepipe.pipeline.geometry.render import Raycaster
+from facepipe.pipeline.stages.rgbd import RenderError, posed, resolve_source, run_render_rgbd
+from facepipe.pipeline.geometry.scan import Scan
+from facepipe.pipeline.runtime.store import open_group, verify_store
 from facepipe.schemas.rgbd import PRESETS, RenderConfig
 from facepipe.schemas.scan import ScanMeta
 
@@ -109,9 +109,9 @@ def test_render_rgbd_from_a_synth_store_is_reproducible_with_a_preview(tmp_path:
 
 
 def test_a_store_of_points_cannot_be_rendered(tmp_path: Path) -> None:
-    from facepipe.pipeline.ingest import run_ingest
-    from facepipe.pipeline.procedural import default_template
-    from facepipe.pipeline.sample_data import write_example_dataset
+    from facepipe.pipeline.stages.ingest import run_ingest
+    from facepipe.pipeline.faces.procedural import default_template
+    from facepipe.pipeline.io.sample_data import write_example_dataset
 
     write_example_dataset(tmp_path / "data" / "example", subjects=1)
     (tmp_path / "catalog.yaml").write_text((Path(__file__).resolve().parents[1] / "data_catalog.yaml").read_text())

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from facepipe.pipeline.errors import ScanFormatError
-from facepipe.pipeline.scan import compact, fan_corners, grid_faces, grid_scan, make_scan
+from facepipe.pipeline.geometry.scan import compact, fan_corners, grid_faces, grid_scan, make_scan
 from facepipe.schemas.scan import ScanMeta
 
 META = ScanMeta(format="test", path="x")

@@ -11,12 +11,14 @@ import pytest
 import zarr
 from PIL import Image
 
-from facepipe.pipeline.align import apply
+from facepipe.pipeline.geometry.align import apply
 from facepipe.pipeline.errors import ScanFormatError
-from facepipe.pipeline.morphable import MorphableModel, load_ict_npz, load_model
-from facepipe.pipeline.store import OK, StoreError, open_group, read_status, verify_store
-from facepipe.pipeline.synth import draw_weights, run_synth, sample_ids, synth_face
-from facepipe.pipeline.template import Template, template_from_model, template_selection
+from facepipe.pipeline.faces.morphable import MorphableModel
+from facepipe.pipeline.io.ict import load_ict_npz
+from facepipe.pipeline.io.face_models import load_model
+from facepipe.pipeline.runtime.store import OK, StoreError, open_group, read_status, verify_store
+from facepipe.pipeline.stages.synth import draw_weights, run_synth, sample_ids, synth_face
+from facepipe.pipeline.faces.template import Template, template_from_model, template_selection
 from facepipe.schemas.synth import SynthConfig
 
 

@@ -11,11 +11,11 @@ import torch
 from facepipe.models import train as train_mod
 from facepipe.models.network import FaceNet
 from facepipe.models.train import TrainError, set_phase, train
-from facepipe.pipeline.ingest import run_ingest
-from facepipe.pipeline.procedural import default_template, procedural_model
-from facepipe.pipeline.sample_data import write_example_dataset
-from facepipe.pipeline.synth import run_synth
-from facepipe.pipeline.template import template_selection
+from facepipe.pipeline.stages.ingest import run_ingest
+from facepipe.pipeline.faces.procedural import default_template, procedural_model
+from facepipe.pipeline.io.sample_data import write_example_dataset
+from facepipe.pipeline.stages.synth import run_synth
+from facepipe.pipeline.faces.template import template_selection
 from facepipe.schemas.synth import SynthConfig
 from facepipe.schemas.train import Phase, TrainConfig
 
@@ -125,7 +125,7 @@ def test_guards(stores: tuple[str, str], tmp_path: Path) -> None:
     with pytest.raises(TrainError, match="without ground-truth vertices"):
         train(small(scans, scans), tmp_path / "x", log=lambda _: None)
     other = tmp_path / "other.npz"
-    from facepipe.pipeline.template import template_from_model
+    from facepipe.pipeline.faces.template import template_from_model
 
     template_from_model(procedural_model(), target_vertices=4000).save(other)
     with pytest.raises(TrainError, match="was made with template"):

@@ -12,29 +12,15 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from facepipe.pipeline.errors import ScanFormatError
+from facepipe.pipeline.faces.landmark_sets import BOSPHORUS_LABELS as LABELS
 from facepipe.pipeline.io.image import read_image
 from facepipe.pipeline.io.limits import read_limits
 from facepipe.pipeline.io.text import parse_numbers, read_bytes, read_text
-from facepipe.pipeline.scan import Landmarks, Scan, grid_scan
+from facepipe.pipeline.geometry.scan import Landmarks, Scan, grid_scan
 from facepipe.schemas.scan import ScanMeta
 
 NAME = re.compile(r"^(?P<subject>bs\d{3})_(?P<category>[A-Z]+)_(?P<code>[A-Za-z0-9]+)_(?P<index>\d+)$")
-
-# The 22 labels (Bosphorus 'left' = image left = the subject's right) and their subject-frame names.
-LABELS = {
-    "outer left eyebrow": "right_brow_outer", "middle left eyebrow": "right_brow_middle",
-    "inner left eyebrow": "right_brow_inner", "inner right eyebrow": "left_brow_inner",
-    "middle right eyebrow": "left_brow_middle", "outer right eyebrow": "left_brow_outer",
-    "outer left eye corner": "right_eye_outer", "inner left eye corner": "right_eye_inner",
-    "inner right eye corner": "left_eye_inner", "outer right eye corner": "left_eye_outer",
-    "nose saddle left": "nose_saddle_right", "nose saddle right": "nose_saddle_left",
-    "left nose peak": "nose_ala_right", "nose tip": "nose_tip", "right nose peak": "nose_ala_left",
-    "left mouth corner": "mouth_right", "upper lip outer middle": "upper_lip_outer_middle",
-    "right mouth corner": "mouth_left", "upper lip inner middle": "upper_lip_inner_middle",
-    "lower lip inner middle": "lower_lip_inner_middle", "lower lip outer middle": "lower_lip_outer_middle",
-    "chin middle": "chin_middle",
-}
-LABEL_ORDER = tuple(label.capitalize() for label in LABELS)
+LABEL_ORDER = tuple(label.capitalize() for label in LABELS)  # as the .lm3 files write them
 
 
 @dataclass(eq=False)

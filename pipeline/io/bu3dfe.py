@@ -10,37 +10,14 @@ from typing import Literal
 import numpy as np
 
 from facepipe.pipeline.errors import ScanFormatError
+from facepipe.pipeline.faces.landmark_sets import BU83_NAMES
 from facepipe.pipeline.io.text import parse_numbers, read_text
 from facepipe.pipeline.io.vrml import read_vrml_scan
-from facepipe.pipeline.scan import Landmarks, Scan
+from facepipe.pipeline.geometry.scan import Landmarks, Scan
 from facepipe.schemas.scan import ScanMeta
 
 NAME = re.compile(r"^(?P<subject>[FM]\d{4})_(?P<expr>AN|DI|FE|HA|SA|SU|NE)(?P<level>\d{2})(?P<race>WH|BL|AE|AM|IN|LA)_(?P<kind>F3D|RAW)$")
 EXPRESSIONS = {"AN": "anger", "DI": "disgust", "FE": "fear", "HA": "happiness", "SA": "sadness", "SU": "surprise", "NE": "neutral"}
-
-
-def _bu83_names() -> tuple[str, ...]:
-    """Names of the 83 BU-3DFE landmarks, 'right'/'left' in the subject's frame (FORMATS.md numbering)."""
-    names = {1: "right_eye_inner", 5: "right_eye_outer", 9: "left_eye_inner", 13: "left_eye_outer",
-             49: "mouth_right", 55: "mouth_left", 52: "upper_lip_middle", 58: "lower_lip_middle", 76: "chin_tip"}
-    for i, j in enumerate((2, 3, 4)):
-        names[j], names[j + 8] = f"right_eye_upper_{i + 1}", f"left_eye_upper_{i + 1}"
-    for i, j in enumerate((6, 7, 8)):
-        names[j], names[j + 8] = f"right_eye_lower_{i + 1}", f"left_eye_lower_{i + 1}"
-    for i in range(10):
-        names[17 + i], names[27 + i] = f"right_brow_{i + 1}", f"left_brow_{i + 1}"
-    for i in range(12):
-        names.setdefault(37 + i, f"nose_{i + 1}")
-    for i in range(12):
-        names.setdefault(49 + i, f"outer_lip_{i + 1}")
-    for i in range(8):
-        names[61 + i] = f"inner_lip_{i + 1}"
-    for i in range(15):
-        names.setdefault(69 + i, f"contour_{i + 1}")
-    return tuple(f"bu{k:02d}_{names[k]}" for k in range(1, 84))
-
-
-BU83_NAMES = _bu83_names()
 
 
 def parse_name(path: str | PathLike[str]) -> dict[str, str | int | None]:

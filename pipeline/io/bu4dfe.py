@@ -8,7 +8,7 @@ from pathlib import Path
 
 from facepipe.pipeline.io.bu3dfe import read_bnd
 from facepipe.pipeline.io.vrml import read_vrml_scan
-from facepipe.pipeline.scan import Scan
+from facepipe.pipeline.geometry.scan import Scan
 from facepipe.schemas.scan import ScanMeta
 
 EXPRESSIONS = ("Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise")

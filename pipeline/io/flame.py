@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from facepipe.pipeline.errors import ScanFormatError
-from facepipe.pipeline.morphable import IBUG68_FIVE, MorphableModel, ibug_regions
+from facepipe.pipeline.faces.landmark_sets import IBUG68_FIVE
+from facepipe.pipeline.faces.morphable import MorphableModel, ibug_regions
 
 M_TO_MM = 1000.0
 N_SHAPE = 300

@@ -11,7 +11,7 @@ import trimesh
 
 from facepipe.pipeline.errors import ScanFormatError
 from facepipe.pipeline.io.text import CUT_LINE, ends_mid_line, read_bytes
-from facepipe.pipeline.scan import Scan, make_scan
+from facepipe.pipeline.geometry.scan import Scan, make_scan
 from facepipe.schemas.scan import ScanMeta
 
 EXTENSIONS = (".obj", ".ply", ".stl", ".off")

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from facepipe.pipeline.errors import ScanFormatError
-from facepipe.pipeline.morphable import IBUG68_FIVE, MorphableModel, ibug_regions
+from facepipe.pipeline.faces.landmark_sets import IBUG68_FIVE
+from facepipe.pipeline.faces.morphable import MorphableModel, ibug_regions
 
 CM_TO_MM = 10.0
 FACE_AREA = 9409
@@ -81,4 +82,30 @@ def load_ict_folder(path: str | PathLike[str]) -> MorphableModel:
     mean = neutral[:n] * CM_TO_MM
     return MorphableModel("ict", mean, faces, modes(identity_paths), modes([folder / f"{m}.obj" for m in names]),
                           tuple(names), landmarks, min(NARROW_FACE, n), "ICT-FaceKit: MIT licence (see its LICENSE)",
+                          regions=ibug_regions(mean, mean[ibug]))
+
+
+def load_ict_npz(path: str | PathLike[str]) -> MorphableModel:
+    """The compact ICT-FaceKit face-area npz (centimetres) as a model in mm."""
+    p = Path(path)
+    try:
+        d = np.load(p, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ScanFormatError(p, f"not a readable npz file ({exc})") from None
+    need = {"neutral", "triangles", "identity", "expression", "landmarks_ibug68"}
+    if missing := need - set(d.files):
+        raise ScanFormatError(p, f"an ICT-FaceKit npz needs arrays {sorted(need)}; missing {sorted(missing)}")
+    scale = {"cm": 10.0, "mm": 1.0, "m": 1000.0}[str(d["units"])] if "units" in d.files else 10.0
+    mean = d["neutral"].astype(np.float64) * scale
+    tri = d["triangles"].astype(np.int64)
+    if mean.ndim != 2 or mean.shape[1] != 3 or tri.min() < 0 or tri.max() >= len(mean):
+        raise ScanFormatError(p, f"neutral {mean.shape} and triangles (max id {tri.max()}) do not fit")
+    ibug = d["landmarks_ibug68"].astype(np.int64)
+    landmarks = {name: ibug[ids] for name, ids in IBUG68_FIVE.items()}
+    landmarks |= {f"ibug{k:02d}": ibug[k : k + 1] for k in range(len(ibug))}
+    n_face = int(d["narrow_face_vertex_count"]) if "narrow_face_vertex_count" in d.files else None
+    return MorphableModel("ict", mean, tri, (d["identity"] * scale).astype(np.float32),
+                          (d["expression"] * scale).astype(np.float32),
+                          tuple(str(n) for n in d["expression_names"]) if "expression_names" in d.files else (),
+                          landmarks, n_face, str(d["license"]) if "license" in d.files else "",
                           regions=ibug_regions(mean, mean[ibug]))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from facepipe.pipeline.render import frontal_camera, render, shade
-from facepipe.pipeline.scan import Scan
+from facepipe.pipeline.geometry.render import frontal_camera, render, shade
+from facepipe.pipeline.geometry.scan import Scan
 from facepipe.schemas.inspect import InspectReport
 
 

@@ -18,16 +18,16 @@ import cv2
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from facepipe.pipeline.align import apply
-from facepipe.pipeline.depth_sensor import StructuredLight, depth_to_xyz, intrinsics, world_to_camera
+from facepipe.pipeline.geometry.align import apply
+from facepipe.pipeline.geometry.depth_sensor import StructuredLight, depth_to_xyz, intrinsics, world_to_camera
 from facepipe.pipeline.errors import CatalogError, FacepipeError
 from facepipe.pipeline.io.registry import read_scan
-from facepipe.pipeline.jobs import OnSample, OnStart, run_store_job
-from facepipe.pipeline.morphable import FIVE
-from facepipe.pipeline.render import Hits, Raycaster, surface_colors
-from facepipe.pipeline.scan import Scan
-from facepipe.pipeline.seeding import sample_rng
-from facepipe.pipeline.store import (
+from facepipe.pipeline.runtime.jobs import OnSample, OnStart, run_store_job
+from facepipe.pipeline.faces.landmark_sets import FIVE
+from facepipe.pipeline.geometry.render import Hits, Raycaster, surface_colors
+from facepipe.pipeline.geometry.scan import Scan
+from facepipe.pipeline.runtime.seeding import sample_rng
+from facepipe.pipeline.runtime.store import (
     FAILED, OK, Column, SampleWriter, bookkeeping_columns, facepipe_version, open_group, read_plan, read_status,
     samples_digest, store_state,
 )
@@ -64,8 +64,8 @@ def synth_source(url: str, limit: int | None) -> Source:
 
 
 def dataset_source(name: str, catalog: str | Path, limit: int | None) -> Source:
-    from facepipe.pipeline.catalog import get_entry, load_catalog
-    from facepipe.pipeline.ingest import list_samples
+    from facepipe.pipeline.io.catalog import get_entry, load_catalog
+    from facepipe.pipeline.stages.ingest import list_samples
 
     entry = get_entry(load_catalog(catalog), name)
     root, ids = list_samples(name, entry, Path(catalog).parent, limit)

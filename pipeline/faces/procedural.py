@@ -15,21 +15,15 @@ from functools import cache
 
 import numpy as np
 
-from facepipe.pipeline.evaluation import BOSPHORUS22
-from facepipe.pipeline.morphable import MorphableModel
-from facepipe.pipeline.render import Raycaster, facing_direction
-from facepipe.pipeline.sample_data import FaceParams, FaceSurface, bu83_positions, face_depth, landmark_positions
-from facepipe.pipeline.template import Template, template_from_model
+from facepipe.pipeline.faces.landmark_sets import BOSPHORUS22
+from facepipe.pipeline.faces.morphable import MorphableModel
+from facepipe.pipeline.geometry.render import Raycaster, facing_direction
+from facepipe.pipeline.faces.relief import CORNER, MOUTH_Y, FaceParams, FaceSurface, bu83_positions, bump, face_depth, landmark_positions
+from facepipe.pipeline.faces.template import Template, template_from_model
 
-MOUTH_Y = -38.0
-CORNER = 25.0
 KERNELS_MM = ((50.0, 4.0), (20.0, 2.0), (8.0, 0.6))  # (length scale, standard deviation) of each kernel
 EXPRESSIONS = ("jawOpen", "mouthSmile_L", "mouthSmile_R", "browInnerUp", "browDown", "mouthPucker",
                "eyeBlink_L", "eyeBlink_R", "cheekPuff", "mouthLeft", "mouthRight")
-
-
-def _g(x: np.ndarray, y: np.ndarray, cx: float, cy: float, sx: float, sy: float) -> np.ndarray:
-    return np.exp(-((x - cx) ** 2) / (2 * sx**2) - ((y - cy) ** 2) / (2 * sy**2))
 
 
 def face_grid(spacing: float = 2.5, p: FaceParams = FaceParams()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -84,20 +78,20 @@ def expression_offsets(v: np.ndarray, lower: np.ndarray) -> np.ndarray:
 
     put("jawOpen", 0.0, -14.0 * jaw, -5.0 * jaw)
     for name, s in (("mouthSmile_L", 1.0), ("mouthSmile_R", -1.0)):
-        corner, cheek = _g(x, y, s * CORNER, MOUTH_Y, 10, 8), _g(x, y, s * 32, -15, 15, 10)
+        corner, cheek = bump(x, y, s * CORNER, MOUTH_Y, 10, 8), bump(x, y, s * 32, -15, 15, 10)
         put(name, 3.0 * s * corner, 5.0 * corner + 2.0 * cheek, -2.0 * corner + 2.0 * cheek)
-    brows = _g(x, y, 32, 53, 20, 10) + _g(x, y, -32, 53, 20, 10)
-    put("browInnerUp", 0.0, 6.0 * brows + 2.0 * _g(x, y, 0, 70, 40, 20), 0.0)
-    inner = _g(x, y, 20, 50, 12, 8) + _g(x, y, -20, 50, 12, 8)
+    brows = bump(x, y, 32, 53, 20, 10) + bump(x, y, -32, 53, 20, 10)
+    put("browInnerUp", 0.0, 6.0 * brows + 2.0 * bump(x, y, 0, 70, 40, 20), 0.0)
+    inner = bump(x, y, 20, 50, 12, 8) + bump(x, y, -20, 50, 12, 8)
     put("browDown", -3.0 * np.sign(x) * inner, -4.0 * inner, 1.0 * inner)
-    lips = _g(x, y, 0, MOUTH_Y, 22, 10)
+    lips = bump(x, y, 0, MOUTH_Y, 22, 10)
     put("mouthPucker", -0.35 * x * lips, 0.0, 7.0 * lips)
     for name, s in (("eyeBlink_L", 1.0), ("eyeBlink_R", -1.0)):
-        lid = _g(x, y, s * 32, 35, 12, 6)
+        lid = bump(x, y, s * 32, 35, 12, 6)
         put(name, 0.0, -1.0 * lid, 6.0 * lid)
-    cheeks = _g(x, y, 35, -25, 14, 14), _g(x, y, -35, -25, 14, 14)
+    cheeks = bump(x, y, 35, -25, 14, 14), bump(x, y, -35, -25, 14, 14)
     put("cheekPuff", 3.0 * (cheeks[0] - cheeks[1]), 0.0, 6.0 * (cheeks[0] + cheeks[1]))
-    sideways = _g(x, y, 0, MOUTH_Y, 30, 14)
+    sideways = bump(x, y, 0, MOUTH_Y, 30, 14)
     put("mouthLeft", 6.0 * sideways, 0.0, 0.0)
     put("mouthRight", -6.0 * sideways, 0.0, 0.0)
     return out

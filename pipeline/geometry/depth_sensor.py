@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from facepipe.pipeline.render import Camera, Hits, Raycaster
+from facepipe.pipeline.geometry.render import Camera, Hits, Raycaster
 from facepipe.schemas.rgbd import SensorPreset
 
 

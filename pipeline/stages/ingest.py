@@ -18,17 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-from facepipe.pipeline.catalog import get_entry, iter_scans, load_catalog, resolve_root
+from facepipe.pipeline.io.catalog import get_entry, iter_scans, load_catalog, resolve_root
 from facepipe.pipeline.errors import FacepipeError, ScanFormatError
 from facepipe.pipeline.io.text import check_regular
-from facepipe.pipeline.jobs import OnSample, OnStart, run_store_job
-from facepipe.pipeline.morphable import FIVE
-from facepipe.pipeline.preprocess import Preprocessed, preprocess_file
-from facepipe.pipeline.seeding import sample_rng
-from facepipe.pipeline.store import (
+from facepipe.pipeline.runtime.jobs import OnSample, OnStart, run_store_job
+from facepipe.pipeline.faces.landmark_sets import FIVE
+from facepipe.pipeline.stages.preprocess import Preprocessed, preprocess_file
+from facepipe.pipeline.runtime.seeding import sample_rng
+from facepipe.pipeline.runtime.store import (
     FAILED, OK, SampleWriter, facepipe_version, open_group, read_status, samples_digest, scan_columns,
 )
-from facepipe.pipeline.template import Template
+from facepipe.pipeline.faces.template import Template
 from facepipe.schemas.catalog import DatasetEntry
 from facepipe.schemas.preprocess import PreprocessConfig, PreprocessFailure
 from facepipe.schemas.store import FailureLine, RunReport, SampleOutcome, StorePlan

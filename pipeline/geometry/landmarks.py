@@ -16,10 +16,10 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from facepipe.pipeline.align import apply, umeyama
-from facepipe.pipeline.render import (Camera, Hits, Raycaster, camera_light, facing_direction, framing_camera, shade,
+from facepipe.pipeline.geometry.align import apply, umeyama
+from facepipe.pipeline.geometry.render import (Camera, Hits, Raycaster, camera_light, facing_direction, framing_camera, shade,
                                       surface_colors)
-from facepipe.pipeline.scan import Landmarks, Scan
+from facepipe.pipeline.geometry.scan import Landmarks, Scan
 
 # MediaPipe face-mesh ids. Its "right" is the subject's right, as in our frame. The two eye contours
 # are listed so that position k of one is the mirror image of position k of the other.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facepipe.pipeline.scan import compact
+from facepipe.pipeline.geometry.scan import compact
 
 
 def region_mask(points: np.ndarray, box: float = 1.0, center: np.ndarray | None = None,

@@ -17,9 +17,10 @@ import numpy as np
 from scipy import sparse
 
 from facepipe.pipeline.errors import ScanFormatError
-from facepipe.pipeline.morphable import FIVE, MorphableModel
-from facepipe.pipeline.resample import loop_operator, vertex_normals
-from facepipe.pipeline.scan import compact
+from facepipe.pipeline.faces.landmark_sets import FIVE
+from facepipe.pipeline.faces.morphable import MorphableModel
+from facepipe.pipeline.geometry.resample import loop_operator, vertex_normals
+from facepipe.pipeline.geometry.scan import compact
 
 
 @dataclass(frozen=True, eq=False)

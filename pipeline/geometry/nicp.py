@@ -7,11 +7,19 @@ after preprocessing, so learned and optimised correspondences are exported and e
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 import trimesh
 from trimesh.registration import nricp_amberg
 
-from facepipe.pipeline.template import Template
+
+class Template(Protocol):
+    """What registration needs of a template (`faces.template.Template` is one)."""
+
+    vertices: np.ndarray  # (V, 3) template frame
+    triangles: np.ndarray  # (F, 3)
+    landmarks: np.ndarray  # (5, 3) the alignment landmarks
 
 # (stiffness, landmark weight, normal weight, iterations): stiff and landmark-led first, then looser
 STEPS = ((0.02, 10.0, 0.5, 10), (0.01, 5.0, 0.5, 10), (0.005, 2.5, 0.5, 10), (0.002, 0.0, 0.0, 10))

@@ -15,7 +15,7 @@ import open3d as o3d
 
 from scipy.spatial.transform import Rotation
 
-from facepipe.pipeline.scan import Scan, triangle_normals
+from facepipe.pipeline.geometry.scan import Scan, triangle_normals
 
 
 @dataclass(frozen=True, eq=False)

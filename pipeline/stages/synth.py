@@ -15,18 +15,19 @@ from pathlib import Path
 
 import numpy as np
 
-from facepipe.pipeline.align import apply, scale_of, umeyama
-from facepipe.pipeline.crop import crop_mesh, region_mask
-from facepipe.pipeline.jobs import OnSample, OnStart, run_store_job
-from facepipe.pipeline.morphable import FIVE, MorphableModel
-from facepipe.pipeline.render import facing_direction, frontal_camera, render, shade
-from facepipe.pipeline.resample import sample_points, subdivide_to
-from facepipe.pipeline.scan import compact, triangle_normals
-from facepipe.pipeline.seeding import sample_rng
-from facepipe.pipeline.store import (
+from facepipe.pipeline.geometry.align import apply, scale_of, umeyama
+from facepipe.pipeline.geometry.crop import crop_mesh, region_mask
+from facepipe.pipeline.runtime.jobs import OnSample, OnStart, run_store_job
+from facepipe.pipeline.faces.landmark_sets import FIVE
+from facepipe.pipeline.faces.morphable import MorphableModel
+from facepipe.pipeline.geometry.render import facing_direction, frontal_camera, render, shade
+from facepipe.pipeline.geometry.resample import sample_points, subdivide_to
+from facepipe.pipeline.geometry.scan import compact, triangle_normals
+from facepipe.pipeline.runtime.seeding import sample_rng
+from facepipe.pipeline.runtime.store import (
     OK, Column, SampleWriter, facepipe_version, open_group, read_status, samples_digest, scan_columns,
 )
-from facepipe.pipeline.template import Template, TemplateMap
+from facepipe.pipeline.faces.template import Template, TemplateMap
 from facepipe.schemas.store import RunReport, SampleOutcome, StorePlan
 from facepipe.schemas.synth import SynthConfig
 

@@ -14,7 +14,7 @@ import numpy as np
 import trimesh
 from scipy import sparse
 
-from facepipe.pipeline.scan import compact, triangle_normals
+from facepipe.pipeline.geometry.scan import compact, triangle_normals
 
 
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray, fn: np.ndarray | None = None) -> np.ndarray:

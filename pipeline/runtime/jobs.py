@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from facepipe.pipeline.lock import store_lock
-from facepipe.pipeline.store import FAILED, Column, SampleWriter, finalize, is_in_memory, open_group, plan_key, prepare_store
+from facepipe.pipeline.runtime.lock import store_lock
+from facepipe.pipeline.runtime.store import FAILED, Column, SampleWriter, finalize, is_in_memory, open_group, plan_key, prepare_store
 from facepipe.schemas.store import FailureLine, Manifest, RunReport, SampleOutcome, StorePlan
 
 OnStart = Callable[[int, int, str | None], None]

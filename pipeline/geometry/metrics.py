@@ -8,17 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from facepipe.pipeline.io.bosphorus import LABELS
-
-BOSPHORUS22 = tuple(LABELS.values())  # the 22 Bosphorus landmarks, subject-frame names, in file order
-
-# 1-based BU-3DFE ids per evaluation region, as in ../shared/FORMATS.md
-BU3DFE_REGIONS: dict[str, list[int]] = {
-    "right eye lids": [2, 3, 4, 6, 7, 8], "left eye lids": [10, 11, 12, 14, 15, 16],
-    "right brow": list(range(17, 27)), "left brow": list(range(27, 37)), "nose": list(range(37, 48)),
-    "mouth": list(range(49, 61)), "right face": list(range(69, 75)), "chin": [75, 76, 77], "left face": list(range(78, 84)),
-}
-
 
 def mm_errors(pred: np.ndarray, truth: np.ndarray, scale: float) -> np.ndarray:
     """Per-point Euclidean distance in mm of two template-frame point sets (scale: template units per mm)."""
@@ -30,10 +19,12 @@ def nme(pred: np.ndarray, truth: np.ndarray, eyes: np.ndarray) -> float:
     return float(np.linalg.norm(pred - truth, axis=-1).mean() / np.linalg.norm(eyes[1] - eyes[0]))
 
 
-def region_errors(errors_by_landmark: np.ndarray, available: np.ndarray) -> dict[str, tuple[float, float, int]]:
-    """(mean, std, count) per BU-3DFE region over (N, 83) landmark errors; `available` masks what was measured."""
+def region_errors(errors_by_landmark: np.ndarray, available: np.ndarray,
+                  regions: dict[str, list[int]]) -> dict[str, tuple[float, float, int]]:
+    """(mean, std, count) per region (1-based landmark ids, e.g. `landmark_sets.BU3DFE_REGIONS`) over
+    (N, L) landmark errors; `available` masks what was measured."""
     out = {}
-    for name, ids in BU3DFE_REGIONS.items():
+    for name, ids in regions.items():
         cols = np.array(ids) - 1
         values = errors_by_landmark[:, cols][available[:, cols]]
         if len(values):
