@@ -23,11 +23,12 @@ from facepipe.models.correspond import Predictor, store_items
 from facepipe.models.evaluate import evaluate
 from facepipe.models.network import FaceNet
 from facepipe.models.train import train
-from facepipe.pipeline.io.face_models import load_model
-from facepipe.pipeline.geometry.nicp import nicp
 from facepipe.pipeline.faces.procedural import default_template
-from facepipe.pipeline.stages.synth import run_synth
 from facepipe.pipeline.faces.template import template_from_model, template_selection
+from facepipe.pipeline.geometry.nicp import nicp
+from facepipe.pipeline.io.face_models import load_model
+from facepipe.pipeline.stages.synth import run_synth
+from facepipe.schemas.store import RunOptions
 from facepipe.schemas.synth import SynthConfig
 from facepipe.schemas.train import Phase, TrainConfig
 
@@ -68,9 +69,9 @@ def accuracy(ict: Path, identities: int, epochs: int, test: int, tmp: Path) -> d
     realism = {"noise_mm": 0.2, "holes": 2, "missing_side": 0.2}
     train_url, test_url = str(tmp / "train.zarr"), str(tmp / "test.zarr")
     run_synth(model, template, selection, train_url, SynthConfig(model="ict", model_id=model.id, identities=identities,
-              expressions=2, n_points=4096, **realism), seed=0, workers=2)
+              expressions=2, n_points=4096, **realism), seed=0, options=RunOptions(workers=2))
     run_synth(model, template, selection, test_url, SynthConfig(model="ict", model_id=model.id, identities=test // 2,
-              expressions=1, n_points=4096, **realism), seed=1, workers=2)
+              expressions=1, n_points=4096, **realism), seed=1, options=RunOptions(workers=2))
     cfg = TrainConfig(synth=[train_url], template=str(template_path), identity_dim=160, expression_dim=64, input_points=2048,
                       batch_size=16, lr=1e-3, lr_halve_every=max(epochs // 3, 1), preview_samples=0,
                       phases=(Phase(name="identity", synthetic_epochs=epochs, mixed_epochs=0),

@@ -20,15 +20,16 @@ from common import machine, write_results
 
 from facepipe.models.correspond import Predictor, correspond, store_items
 from facepipe.models.train import train
+from facepipe.pipeline.faces.procedural import default_template, procedural_model
+from facepipe.pipeline.faces.template import template_selection
 from facepipe.pipeline.geometry.metrics import roughness
-from facepipe.pipeline.stages.ingest import run_ingest
-from facepipe.pipeline.stages.inspect import preview
 from facepipe.pipeline.io.image import write_image
 from facepipe.pipeline.io.registry import read_scan
-from facepipe.pipeline.faces.procedural import default_template, procedural_model
 from facepipe.pipeline.io.sample_data import write_example_dataset
+from facepipe.pipeline.stages.ingest import run_ingest
+from facepipe.pipeline.stages.inspect import preview
 from facepipe.pipeline.stages.synth import run_synth
-from facepipe.pipeline.faces.template import template_selection
+from facepipe.schemas.store import RunOptions
 from facepipe.schemas.synth import SynthConfig
 from facepipe.schemas.train import tiny_preset
 
@@ -60,11 +61,11 @@ def main() -> None:
         write_example_dataset(work / "data" / "example", subjects=4, seed=0)
         shutil.copy(REPO / "data_catalog.yaml", work)
         scans = str(work / "scans.zarr")
-        run_ingest("example", work / "data_catalog.yaml", scans, template, workers=1, processes=False)
+        run_ingest("example", work / "data_catalog.yaml", scans, template, options=RunOptions(workers=1, processes=False))
         model = procedural_model()
         config = SynthConfig(model="procedural", model_id=model.id, identities=args.identities, expressions=2)
         synth = str(work / "synth.zarr")
-        run_synth(model, template, template_selection(model)[0], synth, config, workers=1, processes=False)
+        run_synth(model, template, template_selection(model)[0], synth, config, options=RunOptions(workers=1, processes=False))
         results: dict[str, object] = {"machine": machine(), "scans": args.scans, "identities": args.identities}
         figures: dict[str, dict[str, dict[str, float]]] = {}
         previews = args.out.parent / "decoders"

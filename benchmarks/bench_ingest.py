@@ -23,11 +23,12 @@ import yaml
 
 from common import du, machine, write_results
 
-from facepipe.pipeline.stages.ingest import run_ingest
-from facepipe.pipeline.runtime.jobs import dask_client
 from facepipe.pipeline.faces.procedural import default_template
 from facepipe.pipeline.faces.relief import FaceParams
 from facepipe.pipeline.io.sample_data import bu3dfe_files, write_files
+from facepipe.pipeline.runtime.jobs import dask_client
+from facepipe.pipeline.stages.ingest import run_ingest
+from facepipe.schemas.store import RunOptions
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,7 +56,7 @@ def run_one(catalog: Path, name: str, workers: int, out: Path) -> dict[str, obje
     t0 = time.perf_counter()
     with dask_client(workers, None, processes=True) as client:  # ingest's own cluster, held here to read worker memory
         started = time.perf_counter() - t0
-        report = run_ingest(name, catalog, str(out), template, scheduler=client.scheduler.address, overwrite=True)
+        report = run_ingest(name, catalog, str(out), template, options=RunOptions(scheduler=client.scheduler.address, overwrite=True))
         peaks = client.run(peak_rss_mb)
     assert report.store_status["pending"] == 0 and report.failed == 0, report.failures[:3]
     ok = report.store_status["ok"]

@@ -24,16 +24,16 @@ import numpy as np
 import open3d as o3d
 from scipy.spatial import cKDTree
 
+from facepipe.pipeline.faces.morphable import MorphableModel
+from facepipe.pipeline.faces.relief import FaceParams
+from facepipe.pipeline.faces.template import Template, template_from_model
 from facepipe.pipeline.geometry.align import apply, umeyama
 from facepipe.pipeline.geometry.landmarks import MediaPipe
-from facepipe.pipeline.faces.morphable import MorphableModel
-from facepipe.pipeline.io.ict import load_ict_npz
-from facepipe.pipeline.stages.preprocess import Preprocessed, preprocess, preprocess_file
 from facepipe.pipeline.geometry.resample import sample_points, subdivide_to
-from facepipe.pipeline.faces.relief import FaceParams
-from facepipe.pipeline.io.sample_data import bu3dfe_files, write_files
 from facepipe.pipeline.geometry.scan import Scan
-from facepipe.pipeline.faces.template import Template, template_from_model
+from facepipe.pipeline.io.ict import load_ict_npz
+from facepipe.pipeline.io.sample_data import bu3dfe_files, write_files
+from facepipe.pipeline.stages.preprocess import Preprocessed, preprocess, preprocess_file
 from facepipe.schemas.preprocess import PreprocessConfig
 from facepipe.schemas.scan import ScanMeta
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
+from facepipe.pipeline.faces.relief import FaceParams
 from facepipe.pipeline.io import bjut, texas
 from facepipe.pipeline.io.registry import read_scan
-from facepipe.pipeline.faces.relief import FaceParams
 from facepipe.pipeline.io.sample_data import bosphorus_files, bu3dfe_files, scanner_grid, frgc_files, write_files
 
 

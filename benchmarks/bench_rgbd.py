@@ -16,13 +16,15 @@ import open3d as o3d
 
 from common import machine, write_results
 
-from facepipe.pipeline.geometry.depth_sensor import StructuredLight
 from facepipe.pipeline.faces.procedural import default_template, procedural_model
-from facepipe.pipeline.geometry.render import Raycaster
-from facepipe.pipeline.stages.rgbd import resolve_source, run_render_rgbd
-from facepipe.pipeline.stages.synth import run_synth
 from facepipe.pipeline.faces.template import template_selection
+from facepipe.pipeline.geometry.depth_sensor import StructuredLight
+from facepipe.pipeline.geometry.render import Raycaster
+from facepipe.pipeline.runtime.sources import resolve_source
+from facepipe.pipeline.stages.rgbd import run_render_rgbd
+from facepipe.pipeline.stages.synth import run_synth
 from facepipe.schemas.rgbd import PRESETS, RenderConfig
+from facepipe.schemas.store import RunOptions
 from facepipe.schemas.synth import SynthConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,13 +61,12 @@ def main() -> None:
         selection, _ = template_selection(model)
         synth = str(tmp / "synth.zarr")
         run_synth(model, default_template(), selection, synth,
-                  SynthConfig(model="procedural", model_id=model.id, identities=args.faces, expressions=0, n_points=1000),
-                  processes=False)
+                  SynthConfig(model="procedural", model_id=model.id, identities=args.faces, expressions=0, n_points=1000), options=RunOptions(processes=False))
         source = resolve_source(synth, tmp / "none.yaml")
         for name in ("phone", "kinect"):
             row: dict[str, object] = {"accuracy": accuracy(name)}
             for workers in (1, 2):
-                report = run_render_rgbd(source, str(tmp / f"{name}{workers}.zarr"), RenderConfig(preset=PRESETS[name]), workers=workers)
+                report = run_render_rgbd(source, str(tmp / f"{name}{workers}.zarr"), RenderConfig(preset=PRESETS[name]), options=RunOptions(workers=workers))
                 row[f"frames_per_s_{workers}w"] = report.scans_per_second
                 row["step_ms"] = {k: v * 1e3 for k, v in report.stage_seconds_mean.items()}
             result["presets"][name] = row  # type: ignore[index]

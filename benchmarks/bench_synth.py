@@ -15,10 +15,11 @@ from pathlib import Path
 
 from common import du, machine, write_results
 
-from facepipe.pipeline.io.face_models import load_model
 from facepipe.pipeline.faces.procedural import procedural_model
-from facepipe.pipeline.stages.synth import run_synth
 from facepipe.pipeline.faces.template import template_from_model, template_selection
+from facepipe.pipeline.io.face_models import load_model
+from facepipe.pipeline.stages.synth import run_synth
+from facepipe.schemas.store import RunOptions
 from facepipe.schemas.synth import SynthConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,7 +52,7 @@ def main() -> None:
             row: dict[str, object] = {"load_s": load_s[name], "vertices": len(model.mean), "template_vertices": selection.size}
             for workers in (1, 2):
                 out = tmp / f"{name}{workers}.zarr"
-                report = run_synth(model, template, selection, str(out), cfg, workers=workers)
+                report = run_synth(model, template, selection, str(out), cfg, options=RunOptions(workers=workers))
                 row[f"samples_per_s_{workers}w"] = report.scans_per_second
                 row["stage_ms"] = {k: v * 1e3 for k, v in report.stage_seconds_mean.items()}
                 row["bytes_per_sample"] = du(out) / report.samples

@@ -25,9 +25,10 @@ from common import machine, write_results
 
 from facepipe.models.network import FaceNet
 from facepipe.models.train import Clock, Samples, TemplateTensors, build, set_phase, supervised_loss, train, unsupervised_loss
+from facepipe.pipeline.faces.template import Template, template_from_model, template_selection
 from facepipe.pipeline.io.face_models import load_model
 from facepipe.pipeline.stages.synth import run_synth
-from facepipe.pipeline.faces.template import Template, template_from_model, template_selection
+from facepipe.schemas.store import RunOptions
 from facepipe.schemas.synth import SynthConfig
 from facepipe.schemas.train import Phase, TrainConfig
 
@@ -91,7 +92,7 @@ def nme(ict: Path, identities: int, epochs: int, latent: int, tmp: Path) -> dict
     for name, count, seed in (("train", identities, 0), ("test", 40, 1)):
         stores[name] = str(tmp / f"{name}.zarr")
         run_synth(model, template, selection, stores[name], SynthConfig(model="ict", model_id=model.id, identities=count,
-                  expressions=0, n_points=4096), seed=seed, workers=2)
+                  expressions=0, n_points=4096), seed=seed, options=RunOptions(workers=2))
     cfg = TrainConfig(synth=[stores["train"]], template=str(template_path), identity_dim=latent, expression_dim=8,
                       input_points=2048, batch_size=16, lr=1e-3, lr_halve_every=max(epochs // 3, 1),
                       phases=(Phase(name="identity", synthetic_epochs=epochs, mixed_epochs=0),), preview_samples=0)

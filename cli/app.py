@@ -16,7 +16,7 @@ from facepipe.pipeline.errors import FacepipeError
 
 if TYPE_CHECKING:
     from facepipe.pipeline.faces.template import Template
-    from facepipe.schemas.store import RunReport
+    from facepipe.schemas.store import RunOptions, RunReport
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Raw 3D face scans of many databases into one training set and dense correspondence.")
@@ -41,9 +41,9 @@ def inspect(
     png: Annotated[Path | None, typer.Option("--png", help="write a shaded preview here")] = None,
 ) -> None:
     """What a file is: format, mesh size, landmarks, units, bounding box."""
-    from facepipe.pipeline.stages.inspect import describe, preview
     from facepipe.pipeline.io.image import write_image
     from facepipe.pipeline.io.registry import read_scan
+    from facepipe.pipeline.stages.inspect import describe, preview
 
     scan = read_scan(path, fmt)
     report = describe(scan)
@@ -133,14 +133,18 @@ ReportOpt = Annotated[Path | None, typer.Option(help="write the summary here as 
 RefineOpt = Annotated[bool, typer.Option(help="learned: fit each predicted face to its scan (codes, then a smooth per-vertex step)")]
 
 
-def _template(template: Path | None, ict_model: Path | None) -> Template:
-    from facepipe.pipeline.io.ict import load_ict_npz
-    from facepipe.pipeline.faces.procedural import default_template
-    from facepipe.pipeline.faces.template import load_template, template_from_model
+def _template(template: Path | None, ict_model: Path | None = None) -> Template:
+    from facepipe.pipeline.runtime.sources import resolve_template
 
     if template is not None and ict_model is not None:
         raise typer.BadParameter("give --template or --ict-model, not both")
-    return load_template(template) if template else template_from_model(load_ict_npz(ict_model)) if ict_model else default_template()
+    return resolve_template(template, ict_model)
+
+
+def _options(workers: int, scheduler: str | None, threads: bool, overwrite: bool) -> RunOptions:
+    from facepipe.schemas.store import RunOptions
+
+    return RunOptions(workers=workers, scheduler=scheduler, processes=not threads, overwrite=overwrite)
 
 
 @app.command()
@@ -157,10 +161,8 @@ def preprocess(
     as_json: Annotated[bool, typer.Option("--json", help="print the quality record as JSON")] = False,
 ) -> None:
     """Preprocess one scan: landmarks, alignment to the template, crop, resampling (exit 1 on a failure record)."""
-    import numpy as np
-
-    from facepipe.pipeline.stages.preprocess import Preprocessed, preprocess_file
     from facepipe.pipeline.runtime.seeding import sample_rng
+    from facepipe.pipeline.stages.preprocess import Preprocessed, preprocess_file
     from facepipe.schemas.preprocess import PreprocessConfig
 
     try:
@@ -173,13 +175,9 @@ def preprocess(
         typer.echo(result.model_dump_json(indent=2) if as_json else f"{result.path}: failed at {result.stage}: {result.reason}")
         raise typer.Exit(1)
     if out is not None:
-        import open3d as o3d
+        from facepipe.pipeline.io.generic import write_point_cloud
 
-        cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(result.points.astype(np.float64)))
-        cloud.normals = o3d.utility.Vector3dVector(result.normals.astype(np.float64))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if not o3d.io.write_point_cloud(str(out), cloud):
-            raise FacepipeError(f"{out}: could not write the point cloud")
+        write_point_cloud(out, result.points, result.normals)
     q = result.quality
     if as_json:
         typer.echo(json.dumps({"template": tpl.id, "to_template": result.to_template.tolist(), "quality": q.model_dump()}, indent=2))
@@ -216,9 +214,9 @@ def ingest(
     url = out or f"out/{name}/scans.zarr"
     progress = _Progress(url, name)
     try:
-        result = run_ingest(name, catalog, url, _template(template, ict_model), seed=seed, limit=limit, workers=workers,
-                            scheduler=scheduler, processes=not threads, overrides=overrides, overwrite=overwrite,
-                            on_start=progress.start, on_sample=progress.sample)
+        result = run_ingest(name, catalog, url, _template(template, ict_model), seed=seed, limit=limit, overrides=overrides,
+                            options=_options(workers, scheduler, threads, overwrite), on_start=progress.start,
+                            on_sample=progress.sample)
     finally:
         progress.stop()
     _finish(result, report)
@@ -290,24 +288,21 @@ def synth(
     preview: Annotated[Path | None, typer.Option(help="write a PNG grid of the first 16 faces here")] = None,
 ) -> None:
     """Synthetic faces of a morphable model with ground-truth correspondence, into a store like ingest's."""
-    from facepipe.pipeline.io.face_models import load_model
-    from facepipe.pipeline.stages.synth import run_synth, write_preview
-    from facepipe.pipeline.faces.template import template_from_model, template_selection
-    from facepipe.schemas.synth import SynthConfig
+    from pydantic import ValidationError
 
-    m = load_model(model, model_path)
-    try:
-        config = SynthConfig(model=model, model_id=m.id, identities=identities, expressions=expressions, n_points=points,
-                             noise_mm=noise_mm, holes=holes, missing_side=missing_side, identity_components=identity_components,
-                             template_vertices=template_vertices)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    selection, _ = template_selection(m, target_vertices=template_vertices)
+    from facepipe.pipeline.stages.synth import synth_from_model, write_preview
+
+    settings = {"identities": identities, "expressions": expressions, "n_points": points, "noise_mm": noise_mm, "holes": holes,
+                "missing_side": missing_side, "identity_components": identity_components,
+                "template_vertices": template_vertices}
     url = out or f"out/synth-{model}/synth.zarr"
     progress = _Progress(url, f"synth-{model}")
     try:
-        result = run_synth(m, template_from_model(m, target_vertices=template_vertices), selection, url, config, seed=seed, workers=workers, scheduler=scheduler,
-                           processes=not threads, overwrite=overwrite, on_start=progress.start, on_sample=progress.sample)
+        result = synth_from_model(model, model_path, url, settings, seed=seed,
+                                  options=_options(workers, scheduler, threads, overwrite), on_start=progress.start,
+                                  on_sample=progress.sample)
+    except ValidationError as exc:
+        raise typer.BadParameter(str(exc)) from None
     finally:
         progress.stop()
     _finish(result, report)
@@ -336,7 +331,8 @@ def render_rgbd(
 ) -> None:
     """Faces through a simulated structured-light depth camera: RGB, depth with the sensor's artefacts, XYZ."""
     from facepipe.pipeline.io.image import write_image
-    from facepipe.pipeline.stages.rgbd import contact_sheet, resolve_source, run_render_rgbd
+    from facepipe.pipeline.runtime.sources import resolve_source
+    from facepipe.pipeline.stages.rgbd import contact_sheet, run_render_rgbd
     from facepipe.schemas.rgbd import PRESETS, RenderConfig
 
     if preset not in PRESETS:
@@ -346,8 +342,8 @@ def render_rgbd(
     src = resolve_source(source, catalog, limit)
     progress = _Progress(out, f"rgbd-{src.name}")
     try:
-        result = run_render_rgbd(src, out, config, seed=seed, workers=workers, scheduler=scheduler, processes=not threads,
-                                 overwrite=overwrite, on_start=progress.start, on_sample=progress.sample)
+        result = run_render_rgbd(src, out, config, seed=seed, options=_options(workers, scheduler, threads, overwrite),
+                                 on_start=progress.start, on_sample=progress.sample)
     finally:
         progress.stop()
     _finish(result, report)
@@ -368,17 +364,12 @@ def train(
 ) -> None:
     """Train the PointNet encoder and the identity and expression decoders (paper 1's three phases)."""
     from facepipe.models.train import train as run_training
-    from facepipe.schemas.train import TrainConfig, tiny_preset
+    from facepipe.schemas.train import train_config
 
     values = _read_config(config) if config else {}
     values |= {k: v for k, v in (("synth", synth), ("scans", scans)) if v}
-    if preset == "tiny":
-        base = tiny_preset(list(values.pop("synth", [])), list(values.pop("scans", [])))  # type: ignore[call-overload]
-        values = base.model_dump() | values
-    elif preset is not None:
-        raise typer.BadParameter(f"unknown preset {preset!r} (have: tiny)")
     try:
-        cfg = TrainConfig.model_validate(values)
+        cfg = train_config(values, preset)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     history = run_training(cfg, out, resume=resume, log=typer.echo)
@@ -404,31 +395,17 @@ def correspond(
     refine: RefineOpt = True,
 ) -> None:
     """Dense correspondence: one mesh per scan in template topology, in the scan's frame and units."""
-    from facepipe.models.correspond import Predictor, correspond as run_correspond, file_items, store_items
+    from facepipe.models.correspond import Predictor, choose_template, correspond as run_correspond, source_items
     from facepipe.models.refine import RefineConfig
-    from facepipe.pipeline.faces.procedural import default_template
-    from facepipe.pipeline.runtime.store import store_state
-    from facepipe.pipeline.faces.template import load_template
+    from facepipe.pipeline.runtime.sources import resolve_source
 
     if method not in ("learned", "nicp"):
         raise typer.BadParameter(f"unknown method {method!r} (learned or nicp)")
     predictor = Predictor.load(checkpoint, device) if checkpoint else None
     if method == "learned" and predictor is None:
         raise typer.BadParameter("the learned method needs --checkpoint (a run directory or model file)")
-    tpl = predictor.template if predictor else load_template(template) if template else default_template()
-    if len(inputs) == 1 and store_state(inputs[0]) == "store":
-        items = store_items(inputs[0], limit)
-    else:
-        paths, relatives = [Path(p) for p in inputs if Path(p).is_file()], None
-        if len(paths) != len(inputs):
-            from facepipe.pipeline.io.catalog import get_entry, load_catalog
-            from facepipe.pipeline.stages.ingest import list_samples
-
-            if len(inputs) != 1:
-                raise typer.BadParameter(f"not files: {[p for p in inputs if not Path(p).is_file()]}")
-            root, ids = list_samples(inputs[0], get_entry(load_catalog(catalog), inputs[0]), catalog.parent, limit)
-            paths, relatives = [root / i for i in ids], ids
-        items = file_items(paths[:limit], tpl, relatives=relatives[:limit] if relatives else None)
+    tpl = choose_template(predictor, _template(template) if template else None)
+    items = source_items(resolve_source(inputs, catalog, limit), tpl)
     rows = run_correspond(items, tpl, out, method, predictor, fmt, batch, colour, RefineConfig() if refine else None)
     done = [r for r in rows if r["output"]]
     typer.echo(f"{out}\n  meshes     {len(done)} ({done[0]['method'] if done else method}, {len(tpl.vertices)} vertices each), "
@@ -450,21 +427,21 @@ def evaluate(
     limit: Annotated[int | None, typer.Option(min=1, help="only the first N samples")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     catalog: CatalogOpt = Path("data_catalog.yaml"),
+    template: TemplateOpt = None,
     refine: RefineOpt = True,
 ) -> None:
     """Errors in mm: dense vertex error and NME (synth), the five landmarks, BU-3DFE regions (raw .bnd files)."""
-    from facepipe.models.correspond import Predictor
+    from facepipe.models.correspond import Predictor, choose_template
     from facepipe.models.evaluate import evaluate as run_evaluate
     from facepipe.models.refine import RefineConfig
-    from facepipe.pipeline.faces.procedural import default_template
 
     if method not in ("learned", "nicp"):
         raise typer.BadParameter(f"unknown method {method!r} (learned or nicp)")
     if method == "learned" and checkpoint is None:
         raise typer.BadParameter("the learned method needs --checkpoint")
     predictor = Predictor.load(checkpoint, device) if method == "learned" and checkpoint else None
-    summary = run_evaluate(store, predictor.template if predictor else default_template(), predictor, out, catalog, limit,
-                           RefineConfig() if refine and predictor else None)
+    summary = run_evaluate(store, choose_template(predictor, _template(template) if template else None), predictor, out,
+                           catalog, limit, RefineConfig() if refine and predictor else None)
     typer.echo(f"{store} ({summary['method']}, {summary['samples']} samples) -> {out}")
     for key, label in (("vertex_mm", "vertex error"), ("nme", "NME"), ("five_mm", "5 landmarks")):
         if key in summary:
@@ -487,8 +464,8 @@ def template(
     target_vertices: Annotated[int | None, typer.Option(min=1, help="Loop-subdivide to at least N vertices")] = None,
 ) -> None:
     """Derive a template from a model and save it: face region, [-1, 1] frame, five landmarks, regions, id."""
-    from facepipe.pipeline.io.face_models import load_model
     from facepipe.pipeline.faces.template import template_from_model
+    from facepipe.pipeline.io.face_models import load_model
 
     t = template_from_model(load_model(model, model_path), target_vertices=target_vertices)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -499,15 +476,9 @@ def template(
 
 
 def _read_config(path: Path) -> dict[str, object]:
-    import yaml
+    from facepipe.pipeline.io.settings import read_settings
 
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise FacepipeError(f"{path}: unreadable config: {exc}") from None
-    if not isinstance(raw, dict):
-        raise FacepipeError(f"{path}: the config must be a mapping of settings, got {type(raw).__name__}")
-    return raw
+    return read_settings(path)
 
 
 def _print_summary(r: RunReport) -> None:
@@ -547,6 +518,18 @@ def verify(
         raise typer.Exit(1)
 
 
+# what to pass for each `FacepipeError.remedy`: the library names the remedy, the CLI the flag
+REMEDIES = {
+    "overwrite": "use --overwrite to start it over, or --out for a new store",
+    "new_output": "choose another --out",
+    "resume": "use --resume to continue it, or another --out",
+    "model_path": "pass the file with --model-path",
+    "no_model_path": "leave out --model-path",
+    "checkpoint": "pass --checkpoint (a run directory or model file)",
+    "template": "pass the template it was made in with --template",
+}
+
+
 def main() -> None:
     """Console entry point: FacepipeErrors become one line on stderr and exit code 2; anything else
     (a bug) one line and exit 1, the traceback only with --debug."""
@@ -558,7 +541,8 @@ def main() -> None:
     except FacepipeError as exc:
         if _state["debug"]:
             raise
-        typer.echo(f"error: {exc}", err=True)
+        hint = REMEDIES.get(exc.remedy or "")
+        typer.echo(f"error: {exc}" + (f"\n{hint}" if hint else ""), err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted: what was written is kept; the same command resumes", err=True)

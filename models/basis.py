@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from facepipe.pipeline.runtime.store import OK, open_group, read_status
 from facepipe.pipeline.faces.template import Template
+from facepipe.pipeline.runtime.store import OK, open_group, read_status
 
 MAX_FACES = 2000  # PCA of at most this many faces per basis: enough directions, bounded memory
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,12 +25,13 @@ from scipy.spatial import cKDTree
 from facepipe.models.network import FaceNet
 from facepipe.models.refine import RefineConfig, refine
 from facepipe.models.train import load_checkpoint
-from facepipe.pipeline.geometry.align import apply, scale_of
 from facepipe.pipeline.errors import FacepipeError, printable
-from facepipe.pipeline.runtime.naming import file_relatives, output_names
-from facepipe.pipeline.geometry.nicp import nicp
-from facepipe.pipeline.runtime.store import OK, open_group, read_status
 from facepipe.pipeline.faces.template import Template, load_template
+from facepipe.pipeline.geometry.align import apply, scale_of
+from facepipe.pipeline.geometry.nicp import nicp
+from facepipe.pipeline.runtime.naming import file_relatives, output_names
+from facepipe.pipeline.runtime.sources import Source
+from facepipe.pipeline.runtime.store import OK, open_group, read_status
 from facepipe.schemas.train import TrainConfig
 
 
@@ -93,11 +94,12 @@ class Item:
     index: int = -1  # the sample's index in its store (-1: a raw file)
 
 
-def store_items(url: str, limit: int | None = None) -> Iterator[Item]:
-    """The ok samples of a store, named by their path relative to the dataset root (unique by construction)."""
+def store_items(url: str, limit: int | None = None, rows: Sequence[int] | None = None) -> Iterator[Item]:
+    """The ok samples of a store (or those `rows`), named by their path relative to the dataset root
+    (unique by construction)."""
     group = open_group(url, "r")
     paths = group["source_path"][:]
-    ok = [int(i) for i in np.flatnonzero(read_status(group) == OK)[:limit]]
+    ok = [int(i) for i in (np.flatnonzero(read_status(group) == OK)[:limit] if rows is None else rows)]
     sources = [str(paths[i]) for i in ok]
     for i, source, name in zip(ok, sources, output_names(sources), strict=True):
         yield Item(name, source, group["points"][i].astype(np.float64), group["to_template"][i],
@@ -111,8 +113,8 @@ def file_items(paths: list[Path], template: Template, n_points: int = 29_495,
     `relatives` (each path relative to its dataset root) name the outputs; by default the file
     names, with the folders that tell same-named files apart, so `a/x.wrl` and `b/x.wrl` never
     write the same mesh."""
-    from facepipe.pipeline.stages.preprocess import Preprocessed, preprocess_file
     from facepipe.pipeline.runtime.seeding import sample_rng
+    from facepipe.pipeline.stages.preprocess import Preprocessed, preprocess_file
     from facepipe.schemas.preprocess import PreprocessConfig
 
     config = PreprocessConfig(n_points=n_points)
@@ -124,6 +126,30 @@ def file_items(paths: list[Path], template: Template, n_points: int = 29_495,
                        out.landmarks.astype(np.float64))
         else:
             yield FacepipeError(f"{out.path}: {out.stage}: {out.reason}")
+
+
+def source_items(source: Source, template: Template, n_points: int = 29_495) -> Iterator[Item | FacepipeError]:
+    """The items of any source: a store's samples as stored, scan files preprocessed into `template`."""
+    if source.kind == "store":
+        if source.template_id and source.template_id != template.id:
+            raise CorrespondError(f"{source.location} was made in template {source.template_id}, but this correspondence "
+                                  f"works in {template.name} ({template.id}): its points are in another frame",
+                                  remedy="template")
+        return store_items(source.location, rows=source.indices)
+    return file_items(source.paths(), template, n_points, relatives=source.relatives())
+
+
+def choose_template(predictor: Predictor | None, template: Template | None = None) -> Template:
+    """The template a correspondence works in: the trained model's (a given one must be the same),
+    else the given one, else the procedural model's."""
+    from facepipe.pipeline.faces.procedural import default_template
+
+    if predictor is None:
+        return template or default_template()
+    if template is not None and template.id != predictor.template.id:
+        raise CorrespondError(f"the model was trained in template {predictor.template.name} ({predictor.template.id}), "
+                              f"not {template.name} ({template.id})")
+    return predictor.template
 
 
 def distance_colours(vertices: np.ndarray, points: np.ndarray, mm_per_unit: float, max_mm: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
@@ -140,7 +166,7 @@ def correspond(items: Iterator[Item | FacepipeError], template: Template, out: P
     """Write one mesh per item and `index.csv`; returns the index rows (failures included, with their reason).
     `refinement` (learned only): fit each predicted face to its scan (`models/refine.py`); None: the network alone."""
     if method == "learned" and predictor is None:
-        raise CorrespondError("the learned method needs --checkpoint")
+        raise CorrespondError("the learned method needs a trained model", remedy="checkpoint")
     if fmt not in ("ply", "obj"):
         raise CorrespondError(f"unknown mesh format {fmt!r} (ply or obj)")
     out.mkdir(parents=True, exist_ok=True)

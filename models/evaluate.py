@@ -16,18 +16,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facepipe.models.correspond import Item, Predictor, store_items
+from facepipe.models.correspond import Item, Predictor, source_items
 from facepipe.models.refine import RefineConfig
-from facepipe.pipeline.geometry.align import apply, scale_of
-from facepipe.pipeline.io.catalog import get_entry, load_catalog, resolve_root
 from facepipe.pipeline.errors import CatalogError, FacepipeError
 from facepipe.pipeline.faces.landmark_sets import BOSPHORUS22, BU3DFE_REGIONS
+from facepipe.pipeline.faces.template import Template
+from facepipe.pipeline.geometry.align import apply, scale_of
 from facepipe.pipeline.geometry.metrics import mm_errors, nme, region_errors
-from facepipe.pipeline.io.registry import read_scan
 from facepipe.pipeline.geometry.nicp import landmark_vertices, nicp
 from facepipe.pipeline.geometry.render import Raycaster, frontal_camera
+from facepipe.pipeline.io.catalog import get_entry, load_catalog, resolve_root
+from facepipe.pipeline.io.registry import read_scan
+from facepipe.pipeline.runtime.sources import resolve_source
 from facepipe.pipeline.runtime.store import open_group, read_plan
-from facepipe.pipeline.faces.template import Template
 
 
 def predict(items: list[Item], template: Template, predictor: Predictor | None, batch: int = 8,
@@ -69,9 +70,11 @@ def dataset_root(url: str, catalog: Path) -> Path | None:
 
 def evaluate(url: str, template: Template, predictor: Predictor | None, out: Path, catalog: Path = Path("data_catalog.yaml"),
              limit: int | None = None, refinement: RefineConfig | None = None) -> dict[str, object]:
-    """`refinement`: fit the network's faces to the scans first (learned only; None: the network alone)."""
-    group = open_group(url, "r")
-    items = list(store_items(url, limit))
+    """`url`: a store (synth stores have dense ground truth); `refinement`: fit the network's faces to the
+    scans first (learned only; None: the network alone)."""
+    source = resolve_source(url, catalog, limit, kinds=("store",))
+    group = open_group(source.location, "r")
+    items = list(source_items(source, template))
     if not items:
         raise FacepipeError(f"{url}: no finished sample to evaluate")
     preds = predict(items, template, predictor, refinement=refinement)

@@ -19,8 +19,8 @@ from scipy.spatial import cKDTree
 
 from facepipe.models.losses import gather, neighbour_table, vertex_normals
 from facepipe.models.network import FaceNet
-from facepipe.pipeline.geometry.nicp import landmark_vertices
 from facepipe.pipeline.faces.template import Template
+from facepipe.pipeline.geometry.nicp import landmark_vertices
 
 
 class RefineConfig(BaseModel):

@@ -26,8 +26,8 @@ from facepipe.models.losses import (chamfer, edge_lengths, edge_loss, gather, la
 from facepipe.models.network import FaceNet
 from facepipe.models.store_dataset import StoreDataset
 from facepipe.pipeline.errors import FacepipeError
-from facepipe.pipeline.runtime.store import OK, open_group, read_plan, read_status
 from facepipe.pipeline.faces.template import Template, load_template
+from facepipe.pipeline.runtime.store import OK, open_group, read_plan, read_status
 from facepipe.schemas.train import Phase, TrainConfig
 
 
@@ -328,7 +328,7 @@ def train(config: TrainConfig, out: Path, resume: bool = False, log: Callable[[s
         if saved.exists() and json.loads(saved.read_text()) != json.loads(config.model_dump_json()):
             raise TrainError(f"{out} was trained with another config; start a new run directory")
     elif last.exists():
-        raise TrainError(f"{out} already has a run; use --resume to continue it, or another --out")
+        raise TrainError(f"{out} already has a run: resume it, or train into another directory", remedy="resume")
     run = build(config, template)
     done = -1
     if resume:
@@ -372,7 +372,7 @@ def train(config: TrainConfig, out: Path, resume: bool = False, log: Callable[[s
             writer.close()
         if run.rank == 0:
             save_checkpoint(out / "checkpoints" / "interrupted.pt", run, -1, -1)
-            log("interrupted: checkpoints/last.pt holds the last finished epoch; --resume continues from it")
+            log("interrupted: checkpoints/last.pt holds the last finished epoch; resuming continues from it")
         raise
     if writer is not None:
         writer.close()

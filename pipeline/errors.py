@@ -10,7 +10,14 @@ __all__ = ["CatalogError", "FacepipeError", "ScanFormatError", "printable"]
 
 
 class FacepipeError(Exception):
-    """Base of all errors facepipe raises on purpose (bad input, bad config)."""
+    """Base of all errors facepipe raises on purpose (bad input, bad config).
+
+    `remedy` names what the caller can do about it, in the library's terms ('overwrite', 'resume',
+    'model_path', 'checkpoint', 'new_output'); the CLI turns it into the flag to pass."""
+
+    def __init__(self, *args: object, remedy: str | None = None) -> None:
+        super().__init__(*args)
+        self.remedy = remedy
 
 
 class ScanFormatError(FacepipeError):

@@ -1,1 +1,14 @@
-"""Pydantic models for everything that crosses a boundary: catalog, configs, records, reports."""
+"""Pydantic models for everything that crosses a boundary: catalog, configs, records, reports.
+
+The ones a Python user builds are importable from here (pydantic only: cheap to import)."""
+
+from facepipe.schemas.catalog import Catalog, DatasetEntry
+from facepipe.schemas.preprocess import PreprocessConfig, PreprocessFailure
+from facepipe.schemas.rgbd import RenderConfig, SensorPreset
+from facepipe.schemas.scan import ReadLimits, ScanMeta
+from facepipe.schemas.store import RunOptions, RunReport, StorePlan
+from facepipe.schemas.synth import SynthConfig
+from facepipe.schemas.train import TrainConfig, train_config
+
+__all__ = ["Catalog", "DatasetEntry", "PreprocessConfig", "PreprocessFailure", "ReadLimits", "RenderConfig",
+           "RunOptions", "RunReport", "ScanMeta", "SensorPreset", "StorePlan", "SynthConfig", "TrainConfig", "train_config"]

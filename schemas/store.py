@@ -33,6 +33,18 @@ class StorePlan(BaseModel):
     samples_sha256: str = Field(description="hash of the ordered sample ids (paths relative to the dataset root)")
 
 
+class RunOptions(BaseModel):
+    """How a store run is carried out, not what it writes: none of it is in the plan, so none of it
+    changes a byte (any number of workers, processes or threads, gives the same store)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    workers: int = Field(2, ge=1, description="worker processes (or threads) of the local Dask cluster")
+    scheduler: str | None = Field(None, description="address of an existing Dask scheduler instead")
+    processes: bool = Field(True, description="False: threads (memory:// stores always use threads)")
+    overwrite: bool = Field(False, description="start over in a store made with another plan")
+
+
 class Manifest(BaseModel):
     """Content hashes of the decoded arrays (not of the compressed chunks), so a codec change keeps them."""
 

@@ -65,3 +65,17 @@ def tiny_preset(synth: list[str], scans: list[str]) -> TrainConfig:
                                Phase(name="expression", synthetic_epochs=3, mixed_epochs=1),
                                Phase(name="joint", synthetic_epochs=2, mixed_epochs=1)),
                        device="cpu")
+
+
+TRAIN_PRESETS = {"tiny": tiny_preset}
+
+
+def train_config(values: dict[str, object], preset: str | None = None) -> TrainConfig:
+    """Settings (from a file and flags) laid over a preset's; raises ValueError on bad settings."""
+    if preset is None:
+        return TrainConfig.model_validate(values)
+    if preset not in TRAIN_PRESETS:
+        raise ValueError(f"unknown preset {preset!r} (have: {', '.join(TRAIN_PRESETS)})")
+    rest = dict(values)
+    base = TRAIN_PRESETS[preset](list(rest.pop("synth", [])), list(rest.pop("scans", [])))  # type: ignore[call-overload]
+    return TrainConfig.model_validate(base.model_dump() | rest)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from facepipe.pipeline.faces.relief import FaceParams
-from facepipe.pipeline.io.sample_data import bosphorus_files, bu3dfe_files, frgc_files, write_example_dataset, write_files
 from facepipe.pipeline.faces.template import Template
+from facepipe.pipeline.io.sample_data import bosphorus_files, bu3dfe_files, frgc_files, write_example_dataset, write_files
 
 
 @pytest.fixture

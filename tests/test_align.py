@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from facepipe.pipeline.faces.relief import relief_face
 from facepipe.pipeline.geometry.align import apply, apply_to_normals, icp, scale_of, umeyama
 from facepipe.pipeline.geometry.resample import vertex_normals
-from facepipe.pipeline.faces.relief import relief_face
 
 
 def similarity(rng: np.random.Generator, scale: float | None = None) -> np.ndarray:

@@ -12,7 +12,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("schemas", "pipeline", "models", "cli")
 # bottom to top; a module may import its own layer or any layer below it
-LAYERS = ("schemas", "pipeline.errors", "pipeline.geometry", "pipeline.faces", "pipeline.io", "pipeline.runtime",
+LAYERS = ("schemas", "pipeline.lazy", "pipeline.errors", "pipeline.geometry", "pipeline.faces", "pipeline.io", "pipeline.runtime",
           "pipeline.stages", "pipeline", "models", "cli")
 
 

@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from facepipe.pipeline.errors import ScanFormatError
+from facepipe.pipeline.geometry.render import facing_direction
 from facepipe.pipeline.io import bosphorus
 from facepipe.pipeline.io.registry import read_scan
-from facepipe.pipeline.geometry.render import facing_direction
 
 
 def test_scan_landmarks_coincide_with_vertices(bosphorus_scan: Path) -> None:

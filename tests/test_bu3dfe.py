@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from facepipe.pipeline.errors import ScanFormatError
+from facepipe.pipeline.geometry.render import facing_direction
 from facepipe.pipeline.io import bu3dfe, bu4dfe
 from facepipe.pipeline.io.registry import detect_format, read_scan
-from facepipe.pipeline.geometry.render import facing_direction
 
 
 def test_name_is_parsed() -> None:

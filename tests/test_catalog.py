@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from facepipe.pipeline.io.catalog import check_dataset, get_entry, iter_scans, load_catalog, resolve_root
 from facepipe.pipeline.errors import CatalogError
+from facepipe.pipeline.io.catalog import check_dataset, get_entry, iter_scans, load_catalog, resolve_root
 
 REPO_CATALOG = Path(__file__).resolve().parents[1] / "data_catalog.yaml"
 

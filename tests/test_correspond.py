@@ -15,17 +15,18 @@ from scipy.spatial import cKDTree
 from facepipe.models.correspond import Predictor, correspond, store_items
 from facepipe.models.evaluate import evaluate
 from facepipe.models.train import train
-from facepipe.pipeline.geometry.align import scale_of
 from facepipe.pipeline.faces.landmark_sets import BU3DFE_REGIONS
-from facepipe.pipeline.geometry.metrics import region_errors
-from facepipe.pipeline.stages.ingest import run_ingest
-from facepipe.pipeline.io.registry import read_scan
-from facepipe.pipeline.geometry.nicp import landmark_vertices, nicp
 from facepipe.pipeline.faces.procedural import default_template, procedural_model
+from facepipe.pipeline.faces.template import template_selection
+from facepipe.pipeline.geometry.align import scale_of
+from facepipe.pipeline.geometry.metrics import region_errors
+from facepipe.pipeline.geometry.nicp import landmark_vertices, nicp
+from facepipe.pipeline.io.registry import read_scan
 from facepipe.pipeline.io.sample_data import write_example_dataset
 from facepipe.pipeline.runtime.store import open_group
+from facepipe.pipeline.stages.ingest import run_ingest
 from facepipe.pipeline.stages.synth import run_synth
-from facepipe.pipeline.faces.template import template_selection
+from facepipe.schemas.store import RunOptions
 from facepipe.schemas.synth import SynthConfig
 from facepipe.schemas.train import TrainConfig
 
@@ -40,11 +41,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     model = procedural_model()
     selection, _ = template_selection(model)
     run_synth(model, default_template(), selection, str(folder / "synth.zarr"),
-              SynthConfig(model="procedural", model_id=model.id, identities=12, expressions=1, n_points=2048), processes=False)
+              SynthConfig(model="procedural", model_id=model.id, identities=12, expressions=1, n_points=2048), options=RunOptions(processes=False))
     write_example_dataset(folder / "data" / "example", subjects=1)
     (folder / "catalog.yaml").write_text((REPO / "data_catalog.yaml").read_text())
-    run_ingest("example", folder / "catalog.yaml", str(folder / "scans.zarr"), default_template(), processes=False,
-               overrides={"n_points": 2048})
+    run_ingest("example", folder / "catalog.yaml", str(folder / "scans.zarr"), default_template(),
+               overrides={"n_points": 2048}, options=RunOptions(processes=False))
     cfg = TrainConfig.model_validate({
         "synth": [str(folder / "synth.zarr")], "scans": [str(folder / "scans.zarr")], "identity_dim": 32, "expression_dim": 16,
         "hidden": 256, "input_points": 512, "batch_size": 8, "lr": 1e-3, "device": "cpu", "preview_samples": 0,

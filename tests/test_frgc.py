@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from facepipe.pipeline.errors import ScanFormatError
+from facepipe.pipeline.geometry.render import facing_direction
 from facepipe.pipeline.io import frgc
 from facepipe.pipeline.io.registry import detect_format, read_scan
-from facepipe.pipeline.geometry.render import facing_direction
 
 
 def test_abs_scan_with_next_sequence_texture(frgc_scan: Path) -> None:

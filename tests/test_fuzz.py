@@ -21,11 +21,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from facepipe.pipeline.errors import ScanFormatError, printable
+from facepipe.pipeline.faces.relief import FaceParams
 from facepipe.pipeline.io import bjut, texas
 from facepipe.pipeline.io.registry import read_scan
-from facepipe.pipeline.io.vrml import VrmlDocument, parse_vrml, write_vrml
-from facepipe.pipeline.faces.relief import FaceParams
 from facepipe.pipeline.io.sample_data import bosphorus_files, bu3dfe_files, frgc_files, write_files
+from facepipe.pipeline.io.vrml import VrmlDocument, parse_vrml, write_vrml
 from facepipe.schemas.scan import ReadLimits
 
 SECONDS_PER_READ = 10.0  # generous for 2 busy cores; a valid file of these sizes reads in tens of ms

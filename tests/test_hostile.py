@@ -23,19 +23,20 @@ import zarr
 from PIL import Image
 
 from facepipe.pipeline.errors import ScanFormatError
-from facepipe.pipeline.stages.ingest import run_ingest
+from facepipe.pipeline.faces.relief import FaceParams
+from facepipe.pipeline.faces.template import Template
 from facepipe.pipeline.io import bjut, bosphorus, texas
 from facepipe.pipeline.io.registry import read_scan
+from facepipe.pipeline.io.sample_data import bosphorus_files, bu3dfe_files, write_example_dataset, write_files
 from facepipe.pipeline.io.text import CUT_LINE
 from facepipe.pipeline.runtime.lock import StoreLockedError, lock_path, store_lock
 from facepipe.pipeline.runtime.naming import file_relatives, output_names
-from facepipe.pipeline.stages.preprocess import Preprocessed, preprocess, sample_problem
-from facepipe.pipeline.faces.relief import FaceParams
-from facepipe.pipeline.io.sample_data import bosphorus_files, bu3dfe_files, write_example_dataset, write_files
 from facepipe.pipeline.runtime.seeding import sample_rng
 from facepipe.pipeline.runtime.store import FAILED, OK, open_group, read_status
-from facepipe.pipeline.faces.template import Template
+from facepipe.pipeline.stages.ingest import run_ingest
+from facepipe.pipeline.stages.preprocess import Preprocessed, preprocess, sample_problem
 from facepipe.schemas.preprocess import PreprocessConfig
+from facepipe.schemas.store import RunOptions
 
 REPO = Path(__file__).resolve().parents[1]
 FACEPIPE = [sys.executable, "-m", "facepipe.cli.app"]
@@ -367,13 +368,12 @@ def test_a_kill_during_store_creation_resumes_without_overwrite(small_dataset: P
 
     monkeypatch.setattr(zarr.Group, "create_array", dies_on_the_fourth)
     with pytest.raises(KeyboardInterrupt):
-        run_ingest("faces", small_dataset / "catalog.yaml", out, face_template, workers=1, processes=False)
+        run_ingest("faces", small_dataset / "catalog.yaml", out, face_template, options=RunOptions(workers=1, processes=False))
     monkeypatch.setattr(zarr.Group, "create_array", real)
     assert open_group(out).attrs.get("creating") is True
-    report = run_ingest("faces", small_dataset / "catalog.yaml", out, face_template, workers=1, processes=False)
+    report = run_ingest("faces", small_dataset / "catalog.yaml", out, face_template, options=RunOptions(workers=1, processes=False))
     assert report.store_status["ok"] == 5 and not Path(lock_path(out)).exists()
-    clean = run_ingest("faces", small_dataset / "catalog.yaml", str(tmp_path / "clean.zarr"), face_template, workers=1,
-                       processes=False)
+    clean = run_ingest("faces", small_dataset / "catalog.yaml", str(tmp_path / "clean.zarr"), face_template, options=RunOptions(workers=1, processes=False))
     assert report.manifest_digest == clean.manifest_digest
 
 
@@ -387,13 +387,13 @@ def test_one_writer_per_store(small_dataset: Path, face_template: Template, tmp_
                   "since": "now", "command": "facepipe ingest faces"}
         Path(lock_path(out)).write_text(json.dumps(holder))
         with pytest.raises(StoreLockedError, match=rf"being written by another run: pid {sleeper.pid} on "):
-            run_ingest("faces", small_dataset / "catalog.yaml", out, face_template, workers=1, processes=False)
+            run_ingest("faces", small_dataset / "catalog.yaml", out, face_template, options=RunOptions(workers=1, processes=False))
         assert not Path(out).exists()  # refused before anything was written
     finally:
         sleeper.kill()
         sleeper.wait()
     # the holder is gone (killed -9): its lock is taken over and removed at the end
-    report = run_ingest("faces", small_dataset / "catalog.yaml", out, face_template, workers=1, processes=False)
+    report = run_ingest("faces", small_dataset / "catalog.yaml", out, face_template, options=RunOptions(workers=1, processes=False))
     assert report.store_status["ok"] == 5 and not Path(lock_path(out)).exists()
     # a lock from another host cannot be checked: refused, saying what to do
     Path(lock_path(out)).write_text(json.dumps(holder | {"host": "elsewhere", "pid": 1}))
@@ -419,7 +419,7 @@ def test_hostile_files_in_a_dataset_cost_only_themselves(small_dataset: Path, fa
     cut = trimesh.exchange.ply.export_ply(trimesh.creation.icosphere(2, radius=80.0), encoding="ascii")
     (other / "cut.ply").write_bytes(cut[: int(len(cut) * 0.99)])
     (other / "nested.wrl").write_text(NESTED)
-    report = run_ingest("faces", folder / "catalog.yaml", str(tmp_path / "s.zarr"), face_template, workers=1, processes=False)
+    report = run_ingest("faces", folder / "catalog.yaml", str(tmp_path / "s.zarr"), face_template, options=RunOptions(workers=1, processes=False))
     assert report.store_status == {"ok": 5, "failed": 4, "pending": 0}
     reasons = {Path(f.path).name: (f.stage, f.reason) for f in report.failures}
     assert reasons["flat.wrl"][0] == "read" and "spans only 0 mm" in reasons["flat.wrl"][1]

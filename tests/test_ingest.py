@@ -18,13 +18,14 @@ import pytest
 import yaml
 import zarr
 
-from facepipe.pipeline.runtime import store as store_mod
-from facepipe.pipeline.errors import FacepipeError
-from facepipe.pipeline.stages.ingest import IngestError, run_ingest
+from facepipe.pipeline.errors import CatalogError, FacepipeError
+from facepipe.pipeline.faces.template import Template
 from facepipe.pipeline.io import frgc
 from facepipe.pipeline.io.sample_data import write_example_dataset
+from facepipe.pipeline.runtime import store as store_mod
 from facepipe.pipeline.runtime.store import FAILED, OK, PENDING, StoreError, open_group, read_status, verify_store
-from facepipe.pipeline.faces.template import Template
+from facepipe.pipeline.stages.ingest import IngestError, run_ingest
+from facepipe.schemas.store import RunOptions
 
 REPO = Path(__file__).resolve().parents[1]
 PATTERNS = ["BU-3DFE/**/*_F3D.wrl", "Bosphorus/**/*.bnt", "FRGC/**/*.abs"]
@@ -81,14 +82,14 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
 def reference_store(clean_dataset: Path, face_template: Template) -> Path:
     """An uninterrupted ingest with a LocalCluster of 2 worker processes: what every other run must equal."""
     out = clean_dataset / "reference.zarr"
-    report = run_ingest("faces", clean_dataset / "catalog.yaml", str(out), face_template, workers=2)
+    report = run_ingest("faces", clean_dataset / "catalog.yaml", str(out), face_template, options=RunOptions(workers=2))
     assert report.store_status == {"ok": 30, "failed": 0, "pending": 0}, report.failures
     return out
 
 
 def test_bad_scans_are_failure_records_and_the_rest_lands(bad_dataset: Path, face_template: Template) -> None:
     out = bad_dataset / "bad.zarr"
-    report = run_ingest("faces", bad_dataset / "catalog.yaml", str(out), face_template, workers=2, processes=False)
+    report = run_ingest("faces", bad_dataset / "catalog.yaml", str(out), face_template, options=RunOptions(workers=2, processes=False))
     assert report.samples == 13 and report.processed == 13 and report.not_written == 0
     assert report.store_status == {"ok": 10, "failed": 3, "pending": 0}
     assert report.failures_by_stage == {"duplicate": 1, "landmarks": 1, "read": 1}
@@ -118,7 +119,7 @@ def test_bad_scans_are_failure_records_and_the_rest_lands(bad_dataset: Path, fac
 def test_store_reads_with_plain_zarr_and_xarray(bad_dataset: Path, face_template: Template) -> None:
     out = bad_dataset / "bad.zarr"
     if not out.exists():
-        run_ingest("faces", bad_dataset / "catalog.yaml", str(out), face_template, processes=False)
+        run_ingest("faces", bad_dataset / "catalog.yaml", str(out), face_template, options=RunOptions(processes=False))
     group = zarr.open_group(str(out), mode="r")
     assert group["points"].chunks == (1, 29_495, 3) and group["points"].metadata.dimension_names == ("sample", "point", "xyz")
     assert group.attrs["plan"]["template_id"] == face_template.id
@@ -130,17 +131,17 @@ def test_store_reads_with_plain_zarr_and_xarray(bad_dataset: Path, face_template
 
 def test_empty_or_missing_dataset_is_a_clear_error(tmp_path: Path, face_template: Template) -> None:
     catalog = write_catalog(tmp_path)
-    with pytest.raises(IngestError, match="root .*data does not exist"):
-        run_ingest("faces", catalog, str(tmp_path / "s.zarr"), face_template, processes=False)
+    with pytest.raises(CatalogError, match="root .*data does not exist"):
+        run_ingest("faces", catalog, str(tmp_path / "s.zarr"), face_template, options=RunOptions(processes=False))
     (tmp_path / "data" / "BU-3DFE").mkdir(parents=True)
-    with pytest.raises(IngestError, match=r"no scan under .*data matches \['BU-3DFE"):
-        run_ingest("faces", catalog, str(tmp_path / "s.zarr"), face_template, processes=False)
+    with pytest.raises(CatalogError, match=r"no scan under .*data matches \['BU-3DFE"):
+        run_ingest("faces", catalog, str(tmp_path / "s.zarr"), face_template, options=RunOptions(processes=False))
     assert not (tmp_path / "s.zarr").exists()
 
 
 def test_one_and_two_workers_write_identical_stores(clean_dataset: Path, reference_store: Path, face_template: Template) -> None:
     out = clean_dataset / "one.zarr"
-    report = run_ingest("faces", clean_dataset / "catalog.yaml", str(out), face_template, workers=1)
+    report = run_ingest("faces", clean_dataset / "catalog.yaml", str(out), face_template, options=RunOptions(workers=1))
     assert report.workers == 1
     assert report.manifest_digest == zarr.open_group(str(reference_store)).attrs["manifest"]["digest"]
     assert tree_bytes(out) == tree_bytes(reference_store)
@@ -177,25 +178,26 @@ def test_kill_9_mid_run_then_resume_gives_identical_bytes(clean_dataset: Path, r
 def test_a_changed_config_refuses_to_resume(bad_dataset: Path, face_template: Template, tmp_path: Path) -> None:
     catalog = bad_dataset / "catalog.yaml"
     out = str(tmp_path / "s.zarr")
-    run_ingest("faces", catalog, out, face_template, limit=2, processes=False, overrides={"n_points": 500})
-    with pytest.raises(StoreError, match=r"(?s)different plan.*config\.n_points: 500 -> 600.*--overwrite"):
-        run_ingest("faces", catalog, out, face_template, limit=2, processes=False, overrides={"n_points": 600})
+    run_ingest("faces", catalog, out, face_template, limit=2, overrides={"n_points": 500}, options=RunOptions(processes=False))
+    with pytest.raises(StoreError, match=r"(?s)different plan.*config\.n_points: 500 -> 600") as plan_changed:
+        run_ingest("faces", catalog, out, face_template, limit=2, overrides={"n_points": 600}, options=RunOptions(processes=False))
+    assert plan_changed.value.remedy == "overwrite"  # the CLI names the flag
     with pytest.raises(StoreError, match="seed: 0 -> 1"):
-        run_ingest("faces", catalog, out, face_template, limit=2, processes=False, seed=1, overrides={"n_points": 500})
+        run_ingest("faces", catalog, out, face_template, limit=2, seed=1, overrides={"n_points": 500}, options=RunOptions(processes=False))
     with pytest.raises(StoreError, match="list of scan files differs"):
-        run_ingest("faces", catalog, out, face_template, limit=3, processes=False, overrides={"n_points": 500})
-    report = run_ingest("faces", catalog, out, face_template, limit=2, processes=False, overrides={"n_points": 600}, overwrite=True)
+        run_ingest("faces", catalog, out, face_template, limit=3, overrides={"n_points": 500}, options=RunOptions(processes=False))
+    report = run_ingest("faces", catalog, out, face_template, limit=2, overrides={"n_points": 600}, options=RunOptions(processes=False, overwrite=True))
     assert report.done_before == 0 and open_group(out)["points"].shape == (2, 600, 3)
-    again = run_ingest("faces", catalog, out, face_template, limit=2, processes=False, overrides={"n_points": 600})
+    again = run_ingest("faces", catalog, out, face_template, limit=2, overrides={"n_points": 600}, options=RunOptions(processes=False))
     assert again.done_before == 2 and again.processed == 0
     with pytest.raises(IngestError, match="invalid preprocessing config"):
-        run_ingest("faces", catalog, out, face_template, processes=False, overrides={"n_points": -1})
+        run_ingest("faces", catalog, out, face_template, overrides={"n_points": -1}, options=RunOptions(processes=False))
     mine = tmp_path / "my-folder"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
     for overwrite in (False, True):
         with pytest.raises(StoreError, match="exists and is not a Zarr store: refusing"):
-            run_ingest("faces", catalog, str(mine), face_template, limit=2, processes=False, overwrite=overwrite)
+            run_ingest("faces", catalog, str(mine), face_template, limit=2, options=RunOptions(processes=False, overwrite=overwrite))
     assert (mine / "notes.txt").read_text() == "keep me"
 
 
@@ -210,12 +212,12 @@ def test_a_failed_write_leaves_the_sample_pending_and_a_rerun_completes(
         real_write(self, index, values, status)
 
     monkeypatch.setattr(store_mod.SampleWriter, "write", disk_full_for_sample_3)
-    report = run_ingest("faces", clean_dataset / "catalog.yaml", str(out), face_template, processes=False)
+    report = run_ingest("faces", clean_dataset / "catalog.yaml", str(out), face_template, options=RunOptions(processes=False))
     assert report.not_written == 1 and report.store_status == {"ok": 29, "failed": 0, "pending": 1}
     assert [f.stage for f in report.failures] == ["write"] and "No space left" in report.failures[0].reason
     assert read_status(open_group(str(out)))[3] == PENDING
     monkeypatch.setattr(store_mod.SampleWriter, "write", real_write)
-    rerun = run_ingest("faces", clean_dataset / "catalog.yaml", str(out), face_template, processes=False)
+    rerun = run_ingest("faces", clean_dataset / "catalog.yaml", str(out), face_template, options=RunOptions(processes=False))
     assert rerun.done_before == 29 and rerun.processed == 1 and rerun.not_written == 0
     assert tree_bytes(out) == tree_bytes(reference_store)
 
@@ -225,7 +227,7 @@ def test_memory_store_dataset_and_dataloader(clean_dataset: Path, face_template:
     from facepipe.models.store_dataset import StoreDataset
 
     url = "memory://facepipe-test/scans.zarr"
-    report = run_ingest("faces", clean_dataset / "catalog.yaml", url, face_template, limit=6, workers=2)
+    report = run_ingest("faces", clean_dataset / "catalog.yaml", url, face_template, limit=6, options=RunOptions(workers=2))
     assert report.store_status["ok"] == 6 and report.scheduler.endswith("threads)")
     assert verify_store(url).ok
     ds = StoreDataset(url)
@@ -260,8 +262,7 @@ def test_an_existing_scheduler_runs_the_tasks(clean_dataset: Path, reference_sto
 
     out = tmp_path / "remote.zarr"
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
-        report = run_ingest("faces", clean_dataset / "catalog.yaml", str(out), face_template, limit=5,
-                            scheduler=cluster.scheduler_address)
+        report = run_ingest("faces", clean_dataset / "catalog.yaml", str(out), face_template, limit=5, options=RunOptions(scheduler=cluster.scheduler_address))
     assert report.scheduler == cluster.scheduler_address and report.store_status["ok"] == 5
     reference = open_group(str(reference_store))
     assert np.array_equal(open_group(str(out))["points"][:5], reference["points"][:5])
@@ -306,8 +307,7 @@ def test_kill_9_of_a_worker_mid_run_still_gives_identical_bytes(clean_dataset: P
 
         killer = threading.Thread(target=kill_one_worker_once_samples_land)
         killer.start()
-        report = run_ingest("faces", clean_dataset / "catalog.yaml", str(out), face_template,
-                            scheduler=cluster.scheduler_address)
+        report = run_ingest("faces", clean_dataset / "catalog.yaml", str(out), face_template, options=RunOptions(scheduler=cluster.scheduler_address))
         killer.join()
     assert killed, "no worker was killed"
     assert report.store_status == {"ok": 30, "failed": 0, "pending": 0} and report.not_written == 0
@@ -330,7 +330,7 @@ def test_a_scan_that_keeps_killing_its_worker_becomes_a_failure_record(
 
     monkeypatch.setattr(ingest, "ingest_sample", crashes_on_sample_2)  # the driver maps the module's function
     out = tmp_path / "crash.zarr"
-    report = ingest.run_ingest("faces", clean_dataset / "catalog.yaml", str(out), face_template, limit=4, processes=False)
+    report = ingest.run_ingest("faces", clean_dataset / "catalog.yaml", str(out), face_template, limit=4, options=RunOptions(processes=False))
     assert report.store_status == {"ok": 3, "failed": 1, "pending": 0} and report.not_written == 0, report.failures
     assert report.failures[0].stage == "internal" and "died repeatedly" in report.failures[0].reason
     group = open_group(str(out))

@@ -14,14 +14,15 @@ import pytest
 from scipy.io import savemat
 
 from facepipe.pipeline.errors import ScanFormatError
-from facepipe.pipeline.io.bfm import load_bfm2009
-from facepipe.pipeline.io.flame import load_flame
 from facepipe.pipeline.faces.landmark_sets import FIVE
-from facepipe.pipeline.io.ict import load_ict_npz
-from facepipe.pipeline.io.face_models import load_model
-from facepipe.pipeline.stages.synth import run_synth
 from facepipe.pipeline.faces.template import template_from_model, template_selection
+from facepipe.pipeline.io.bfm import load_bfm2009
+from facepipe.pipeline.io.face_models import load_model
+from facepipe.pipeline.io.flame import load_flame
+from facepipe.pipeline.io.ict import load_ict_npz
 from facepipe.pipeline.runtime.store import open_group
+from facepipe.pipeline.stages.synth import run_synth
+from facepipe.schemas.store import RunOptions
 from facepipe.schemas.synth import SynthConfig
 
 
@@ -87,7 +88,7 @@ def test_synth_from_bfm_draws_gaussian_expressions_and_reproduces_the_model(tmp_
     selection, _ = template_selection(m)
     cfg = SynthConfig(model="bfm2009", model_id=m.id, identities=2, expressions=1, n_points=1000)
     out = str(tmp_path / "s.zarr")
-    assert run_synth(m, t, selection, out, cfg, processes=False).store_status["ok"] == 4
+    assert run_synth(m, t, selection, out, cfg, options=RunOptions(processes=False)).store_status["ok"] == 4
     g = open_group(out)
     ex = g["expression_weights"][:]
     assert not ex[0].any() and (ex[1] != 0).all()  # every PCA mode, signed

@@ -9,12 +9,12 @@ import pytest
 import trimesh
 
 from facepipe.pipeline.errors import ScanFormatError
+from facepipe.pipeline.faces.relief import FaceParams
+from facepipe.pipeline.geometry.render import facing_direction
 from facepipe.pipeline.io import bjut, texas
 from facepipe.pipeline.io.image import write_image
 from facepipe.pipeline.io.registry import detect_format, read_scan
-from facepipe.pipeline.faces.relief import FaceParams
 from facepipe.pipeline.io.sample_data import scanner_grid
-from facepipe.pipeline.geometry.render import facing_direction
 
 
 def _range_image(rng: np.random.Generator, rows: int = 60, cols: int = 48) -> np.ndarray:

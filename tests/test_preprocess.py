@@ -8,17 +8,17 @@ import open3d as o3d
 import pytest
 from scipy.spatial.transform import Rotation
 
+from facepipe.pipeline.faces.landmark_sets import FIVE
+from facepipe.pipeline.faces.relief import face_depth, FaceParams, landmark_positions, relief_face
+from facepipe.pipeline.faces.template import Template
 from facepipe.pipeline.geometry.align import apply
 from facepipe.pipeline.geometry.crop import crop_mesh, region_mask
-from facepipe.pipeline.io.registry import read_scan
 from facepipe.pipeline.geometry.landmarks import five_from_annotations
-from facepipe.pipeline.faces.landmark_sets import FIVE
-from facepipe.pipeline.stages.preprocess import Preprocessed, preprocess, preprocess_file
 from facepipe.pipeline.geometry.resample import sample_points, subdivide_to, vertex_normals
-from facepipe.pipeline.faces.relief import face_depth, FaceParams, landmark_positions, relief_face
 from facepipe.pipeline.geometry.scan import Landmarks, Scan
+from facepipe.pipeline.io.registry import read_scan
 from facepipe.pipeline.runtime.seeding import sample_rng, sample_seed
-from facepipe.pipeline.faces.template import Template
+from facepipe.pipeline.stages.preprocess import Preprocessed, preprocess, preprocess_file
 from facepipe.schemas.preprocess import PreprocessConfig, PreprocessFailure
 from facepipe.schemas.scan import ScanMeta
 

@@ -13,14 +13,15 @@ from scipy.spatial import cKDTree
 
 from facepipe.pipeline.faces.landmark_sets import FIVE
 from facepipe.pipeline.faces.morphable import MorphableModel
-from facepipe.pipeline.io.face_models import load_model
-from facepipe.pipeline.stages.preprocess import Preprocessed, preprocess
 from facepipe.pipeline.faces.procedural import EXPRESSIONS, MOUTH_Y, procedural_model, procedural_surface
+from facepipe.pipeline.faces.template import load_template, template_from_model
 from facepipe.pipeline.geometry.render import Raycaster
 from facepipe.pipeline.geometry.scan import Scan
-from facepipe.pipeline.faces.template import load_template, template_from_model
+from facepipe.pipeline.io.face_models import load_model
+from facepipe.pipeline.stages.preprocess import Preprocessed, preprocess
 from facepipe.schemas.preprocess import PreprocessConfig
 from facepipe.schemas.scan import ScanMeta
+from facepipe.schemas.store import RunOptions
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +97,7 @@ def test_synth_uses_the_procedural_model_by_default(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert "synth-procedural -> s.zarr" in run.stdout and (tmp_path / "p.png").stat().st_size > 1000
     bad = subprocess.run([exe, "synth", "--model-path", "x.npz"], cwd=tmp_path, capture_output=True, text=True)
-    assert bad.returncode == 2 and "built in: it takes no --model-path" in bad.stderr
+    assert bad.returncode == 2 and "built in: it takes no model file" in bad.stderr and "--model-path" in bad.stderr
 
 
 def happy_weights() -> np.ndarray:
@@ -163,7 +164,7 @@ def test_a_refined_template_keeps_ground_truth_exact(model: MorphableModel, tmp_
     from facepipe.schemas.synth import SynthConfig
 
     cfg = SynthConfig(model="procedural", model_id=model.id, identities=1, expressions=1, n_points=500, template_vertices=10_000)
-    run_synth(model, t, selection, str(tmp_path / "s.zarr"), cfg, processes=False)
+    run_synth(model, t, selection, str(tmp_path / "s.zarr"), cfg, options=RunOptions(processes=False))
     g = open_group(str(tmp_path / "s.zarr"))
     shape = model.shape(g["identity_weights"][1].astype(np.float64), g["expression_weights"][1].astype(np.float64))
     assert g["vertices"].shape == (2, selection.size, 3)

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facepipe.pipeline.io.registry import read_scan
 from facepipe.pipeline.geometry.render import Camera, frontal_camera, render, shade
+from facepipe.pipeline.io.registry import read_scan
 
 
 def test_hit_maps_project_back_to_their_pixels(bu3dfe_scan: Path) -> None:

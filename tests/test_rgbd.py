@@ -13,15 +13,17 @@ import pytest
 import zarr
 from PIL import Image
 
+from facepipe.pipeline.faces.procedural import procedural_model
 from facepipe.pipeline.geometry.align import apply
 from facepipe.pipeline.geometry.depth_sensor import StructuredLight, depth_to_xyz, intrinsics, world_to_camera, xyz_to_depth
-from facepipe.pipeline.faces.procedural import procedural_model
 from facepipe.pipeline.geometry.render import Raycaster
-from facepipe.pipeline.stages.rgbd import RenderError, posed, resolve_source, run_render_rgbd
 from facepipe.pipeline.geometry.scan import Scan
+from facepipe.pipeline.runtime.sources import SourceError, resolve_source
 from facepipe.pipeline.runtime.store import open_group, verify_store
+from facepipe.pipeline.stages.rgbd import RenderError, posed, run_render_rgbd
 from facepipe.schemas.rgbd import PRESETS, RenderConfig
 from facepipe.schemas.scan import ScanMeta
+from facepipe.schemas.store import RunOptions
 
 EXE = str(Path(sys.executable).with_name("facepipe"))
 
@@ -104,22 +106,23 @@ def test_render_rgbd_from_a_synth_store_is_reproducible_with_a_preview(tmp_path:
     assert sheet.shape == (4 * p.height, 4 * p.width, 3) and sheet.std() > 10
     config = RenderConfig(preset=p, views=2)
     again = run_render_rgbd(resolve_source(str(tmp_path / "s.zarr"), tmp_path / "none.yaml"), str(tmp_path / "r2.zarr"),
-                            config, workers=2)
+                            config, options=RunOptions(workers=2))
     assert again.manifest_digest == g.attrs["manifest"]["digest"] and verify_store(str(tmp_path / "r2.zarr")).ok
 
 
 def test_a_store_of_points_cannot_be_rendered(tmp_path: Path) -> None:
-    from facepipe.pipeline.stages.ingest import run_ingest
     from facepipe.pipeline.faces.procedural import default_template
     from facepipe.pipeline.io.sample_data import write_example_dataset
+    from facepipe.pipeline.stages.ingest import run_ingest
 
     write_example_dataset(tmp_path / "data" / "example", subjects=1)
     (tmp_path / "catalog.yaml").write_text((Path(__file__).resolve().parents[1] / "data_catalog.yaml").read_text())
-    run_ingest("example", tmp_path / "catalog.yaml", str(tmp_path / "scans.zarr"), default_template(), limit=1, processes=False,
-               overrides={"n_points": 300})
+    run_ingest("example", tmp_path / "catalog.yaml", str(tmp_path / "scans.zarr"), default_template(), limit=1,
+               overrides={"n_points": 300}, options=RunOptions(processes=False))
     with pytest.raises(RenderError, match="holds points, not meshes"):
-        resolve_source(str(tmp_path / "scans.zarr"), tmp_path / "catalog.yaml")
-    with pytest.raises(RenderError, match="neither a store nor a dataset"):
+        run_render_rgbd(resolve_source(str(tmp_path / "scans.zarr"), tmp_path / "catalog.yaml"), str(tmp_path / "r.zarr"),
+                        RenderConfig(preset=PRESETS["tiny"]))
+    with pytest.raises(SourceError, match="'nope' is not a store or a dataset of .*catalog.yaml or scan files"):
         resolve_source("nope", tmp_path / "catalog.yaml")
     source = resolve_source("example", tmp_path / "catalog.yaml", limit=2)
     assert source.kind == "dataset" and len(source.ids) == 2

@@ -11,14 +11,15 @@ import pytest
 import zarr
 from PIL import Image
 
-from facepipe.pipeline.geometry.align import apply
 from facepipe.pipeline.errors import ScanFormatError
 from facepipe.pipeline.faces.morphable import MorphableModel
-from facepipe.pipeline.io.ict import load_ict_npz
+from facepipe.pipeline.faces.template import Template, template_from_model, template_selection
+from facepipe.pipeline.geometry.align import apply
 from facepipe.pipeline.io.face_models import load_model
+from facepipe.pipeline.io.ict import load_ict_npz
 from facepipe.pipeline.runtime.store import OK, StoreError, open_group, read_status, verify_store
 from facepipe.pipeline.stages.synth import draw_weights, run_synth, sample_ids, synth_face
-from facepipe.pipeline.faces.template import Template, template_from_model, template_selection
+from facepipe.schemas.store import RunOptions
 from facepipe.schemas.synth import SynthConfig
 
 
@@ -40,7 +41,7 @@ def config(model: MorphableModel, **kw: object) -> SynthConfig:
 def test_ground_truth_vertices_reproduce_the_model_exactly(model: MorphableModel, template: Template, tmp_path: Path) -> None:
     selection, _ = template_selection(model)
     out = str(tmp_path / "synth.zarr")
-    report = run_synth(model, template, selection, out, config(model), processes=False)
+    report = run_synth(model, template, selection, out, config(model), options=RunOptions(processes=False))
     assert report.store_status == {"ok": 9, "failed": 0, "pending": 0}
     g = open_group(out)
     assert list(g["source_path"][:]) == sample_ids(3, 2)
@@ -65,15 +66,15 @@ def test_same_bytes_with_threads_or_processes_and_resume(model: MorphableModel, 
     selection, _ = template_selection(model)
     cfg = config(model, holes=2, noise_mm=0.2)
     a, b = tmp_path / "a.zarr", tmp_path / "b.zarr"
-    run_synth(model, template, selection, str(a), cfg, workers=1, processes=False)
-    run_synth(model, template, selection, str(b), cfg, workers=2, processes=True)
+    run_synth(model, template, selection, str(a), cfg, options=RunOptions(workers=1, processes=False))
+    run_synth(model, template, selection, str(b), cfg, options=RunOptions(workers=2, processes=True))
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
     assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
-    again = run_synth(model, template, selection, str(a), cfg, processes=False)
+    again = run_synth(model, template, selection, str(a), cfg, options=RunOptions(processes=False))
     assert again.done_before == 9 and again.processed == 0
     with pytest.raises(StoreError, match=r"config\.holes: 2 -> 3"):
-        run_synth(model, template, selection, str(a), config(model, holes=3, noise_mm=0.2), processes=False)
+        run_synth(model, template, selection, str(a), config(model, holes=3, noise_mm=0.2), options=RunOptions(processes=False))
 
 
 def test_noise_moves_points_along_their_normals_by_the_given_mm(model: MorphableModel, template: Template) -> None:
@@ -117,6 +118,6 @@ def test_synth_command_preview_and_dataset(face_model_npz: Path, tmp_path: Path)
     assert len(ds) == 4 and ds[3]["vertices"].shape == (832, 3) and ds[3]["points"].dtype == torch.float32
     assert (read_status(zarr.open_group(str(tmp_path / "s.zarr"), mode="r")) == OK).all()
     missing = subprocess.run([exe, "synth", "--model", "ict", "--identities", "1"], cwd=tmp_path, capture_output=True, text=True)
-    assert missing.returncode == 2 and "needs --model-path" in missing.stderr
+    assert missing.returncode == 2 and "needs its model file" in missing.stderr and "--model-path" in missing.stderr
     with pytest.raises(ScanFormatError, match="unknown model kind 'nope'"):
         load_model("nope", face_model_npz)

@@ -7,8 +7,8 @@ import pytest
 
 from facepipe.pipeline.errors import ScanFormatError
 from facepipe.pipeline.faces.landmark_sets import FIVE
-from facepipe.pipeline.io.ict import load_ict_npz
 from facepipe.pipeline.faces.template import Template, load_template, template_from_model
+from facepipe.pipeline.io.ict import load_ict_npz
 
 
 def write_ict_like_npz(path: Path, rng: np.random.Generator) -> np.ndarray:

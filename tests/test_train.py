@@ -11,11 +11,12 @@ import torch
 from facepipe.models import train as train_mod
 from facepipe.models.network import FaceNet
 from facepipe.models.train import TrainError, set_phase, train
-from facepipe.pipeline.stages.ingest import run_ingest
 from facepipe.pipeline.faces.procedural import default_template, procedural_model
-from facepipe.pipeline.io.sample_data import write_example_dataset
-from facepipe.pipeline.stages.synth import run_synth
 from facepipe.pipeline.faces.template import template_selection
+from facepipe.pipeline.io.sample_data import write_example_dataset
+from facepipe.pipeline.stages.ingest import run_ingest
+from facepipe.pipeline.stages.synth import run_synth
+from facepipe.schemas.store import RunOptions
 from facepipe.schemas.synth import SynthConfig
 from facepipe.schemas.train import Phase, TrainConfig
 
@@ -29,11 +30,11 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     selection, _ = template_selection(model)
     synth = str(folder / "synth.zarr")
     run_synth(model, default_template(), selection, synth,
-              SynthConfig(model="procedural", model_id=model.id, identities=8, expressions=1, n_points=1024), processes=False)
+              SynthConfig(model="procedural", model_id=model.id, identities=8, expressions=1, n_points=1024), options=RunOptions(processes=False))
     write_example_dataset(folder / "data" / "example", subjects=1)
     (folder / "catalog.yaml").write_text((REPO / "data_catalog.yaml").read_text())
     scans = str(folder / "scans.zarr")
-    run_ingest("example", folder / "catalog.yaml", scans, default_template(), processes=False, overrides={"n_points": 1024})
+    run_ingest("example", folder / "catalog.yaml", scans, default_template(), overrides={"n_points": 1024}, options=RunOptions(processes=False))
     return synth, scans
 
 

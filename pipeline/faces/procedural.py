@@ -17,9 +17,9 @@ import numpy as np
 
 from facepipe.pipeline.faces.landmark_sets import BOSPHORUS22
 from facepipe.pipeline.faces.morphable import MorphableModel
-from facepipe.pipeline.geometry.render import Raycaster, facing_direction
 from facepipe.pipeline.faces.relief import CORNER, MOUTH_Y, FaceParams, FaceSurface, bu83_positions, bump, face_depth, landmark_positions
 from facepipe.pipeline.faces.template import Template, template_from_model
+from facepipe.pipeline.geometry.render import Raycaster, facing_direction
 
 KERNELS_MM = ((50.0, 4.0), (20.0, 2.0), (8.0, 0.6))  # (length scale, standard deviation) of each kernel
 EXPRESSIONS = ("jawOpen", "mouthSmile_L", "mouthSmile_R", "browInnerUp", "browDown", "mouthPucker",

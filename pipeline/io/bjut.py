@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from facepipe.pipeline.errors import ScanFormatError
-from facepipe.pipeline.io.text import CUT_LINE, ends_mid_line, parse_numbers, read_bytes
 from facepipe.pipeline.geometry.scan import Scan, make_scan
+from facepipe.pipeline.io.text import CUT_LINE, ends_mid_line, parse_numbers, read_bytes
 from facepipe.schemas.scan import ScanMeta
 
 _VERTEX = re.compile(r"^\s*Vertex\s+(\d+)\s+X=\s*(\S+)\s+Y=\s*(\S+)\s+Z=\s*(\S+)(?:\s+R=\s*(\S+)\s+G=\s*(\S+)\s+B=\s*(\S+))?\s*$")

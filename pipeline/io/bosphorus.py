@@ -13,10 +13,10 @@ from scipy.spatial import cKDTree
 
 from facepipe.pipeline.errors import ScanFormatError
 from facepipe.pipeline.faces.landmark_sets import BOSPHORUS_LABELS as LABELS
+from facepipe.pipeline.geometry.scan import Landmarks, Scan, grid_scan
 from facepipe.pipeline.io.image import read_image
 from facepipe.pipeline.io.limits import read_limits
 from facepipe.pipeline.io.text import parse_numbers, read_bytes, read_text
-from facepipe.pipeline.geometry.scan import Landmarks, Scan, grid_scan
 from facepipe.schemas.scan import ScanMeta
 
 NAME = re.compile(r"^(?P<subject>bs\d{3})_(?P<category>[A-Z]+)_(?P<code>[A-Za-z0-9]+)_(?P<index>\d+)$")

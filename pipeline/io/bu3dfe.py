@@ -11,9 +11,9 @@ import numpy as np
 
 from facepipe.pipeline.errors import ScanFormatError
 from facepipe.pipeline.faces.landmark_sets import BU83_NAMES
+from facepipe.pipeline.geometry.scan import Landmarks, Scan
 from facepipe.pipeline.io.text import parse_numbers, read_text
 from facepipe.pipeline.io.vrml import read_vrml_scan
-from facepipe.pipeline.geometry.scan import Landmarks, Scan
 from facepipe.schemas.scan import ScanMeta
 
 NAME = re.compile(r"^(?P<subject>[FM]\d{4})_(?P<expr>AN|DI|FE|HA|SA|SU|NE)(?P<level>\d{2})(?P<race>WH|BL|AE|AM|IN|LA)_(?P<kind>F3D|RAW)$")

@@ -6,9 +6,9 @@ import re
 from os import PathLike
 from pathlib import Path
 
+from facepipe.pipeline.geometry.scan import Scan
 from facepipe.pipeline.io.bu3dfe import read_bnd
 from facepipe.pipeline.io.vrml import read_vrml_scan
-from facepipe.pipeline.geometry.scan import Scan
 from facepipe.schemas.scan import ScanMeta
 
 EXPRESSIONS = ("Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise")

@@ -81,3 +81,15 @@ def check_dataset(name: str, entry: DatasetEntry, base: str | PathLike[str] = ".
             else:
                 report.readable = (report.readable or 0) + 1
     return report
+
+
+def list_samples(name: str, entry: DatasetEntry, base: str | PathLike[str], limit: int | None = None) -> tuple[Path, list[str]]:
+    """The dataset root and its scans as ids relative to it, in the stable order the store uses."""
+    root = resolve_root(name, entry, base)
+    if not root.is_dir():
+        raise CatalogError(f"dataset {name!r}: root {root} does not exist (edit data_catalog.yaml or set "
+                          f"FACEPIPE_{name.upper().replace('-', '_')}_ROOT)")
+    ids = [p.relative_to(root).as_posix() for p in iter_scans(name, entry, base)]
+    if not ids:
+        raise CatalogError(f"dataset {name!r}: no scan under {root} matches {entry.patterns}")
+    return root, ids[:limit] if limit else ids

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from os import PathLike
 from pathlib import Path
 
-from facepipe.pipeline.errors import ScanFormatError
+from facepipe.pipeline.errors import FacepipeError, ScanFormatError
 from facepipe.pipeline.faces.morphable import MorphableModel
 
 
@@ -29,12 +29,12 @@ def load_model(kind: str, path: str | PathLike[str] | None = None) -> MorphableM
     """A model by kind: the built-in procedural one, or a file of one of the loaders; errors name what is wrong."""
     if kind == "procedural":
         if path is not None:
-            raise ScanFormatError(str(path), "the procedural model is built in: it takes no --model-path")
+            raise FacepipeError(f"{path}: the procedural model is built in: it takes no model file", remedy="no_model_path")
         from facepipe.pipeline.faces.procedural import procedural_model
 
         return procedural_model()
     if kind not in MODEL_FILES:
         raise ScanFormatError(str(path or kind), f"unknown model kind {kind!r} (have: {', '.join(MODEL_KINDS)})")
     if path is None:
-        raise ScanFormatError(kind, f"the {kind} model needs --model-path (its file on your disk)")
+        raise FacepipeError(f"{kind}: the {kind} model needs its model file (on your disk)", remedy="model_path")
     return _loaders()[kind](path)

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from facepipe.pipeline.errors import ScanFormatError
+from facepipe.pipeline.geometry.scan import Scan, grid_scan
 from facepipe.pipeline.io.image import read_image
 from facepipe.pipeline.io.limits import read_limits
 from facepipe.pipeline.io.text import parse_numbers, read_text
-from facepipe.pipeline.geometry.scan import Scan, grid_scan
 from facepipe.schemas.scan import ScanMeta
 
 NAME = re.compile(r"^(?P<subject>\d{5})d(?P<sequence>\d+)$")

@@ -10,8 +10,8 @@ import numpy as np
 import trimesh
 
 from facepipe.pipeline.errors import ScanFormatError
-from facepipe.pipeline.io.text import CUT_LINE, ends_mid_line, read_bytes
 from facepipe.pipeline.geometry.scan import Scan, make_scan
+from facepipe.pipeline.io.text import CUT_LINE, ends_mid_line, read_bytes
 from facepipe.schemas.scan import ScanMeta
 
 EXTENSIONS = (".obj", ".ply", ".stl", ".off")
@@ -115,3 +115,16 @@ def text_warnings(path: str | PathLike[str]) -> tuple[str, ...]:
 def read_generic(path: str | PathLike[str], texture: bool = True) -> Scan:
     p = Path(path)
     return scan_from_trimesh(load_trimesh(p), p, ScanMeta(format=p.suffix.lower().lstrip("."), path=str(p)), texture)
+
+
+def write_point_cloud(path: str | PathLike[str], points: np.ndarray, normals: np.ndarray) -> Path:
+    """Points with normals as a PLY (binary, what point-cloud viewers and open3d read)."""
+    import open3d as o3d
+
+    out = Path(path)
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(points, np.float64)))
+    cloud.normals = o3d.utility.Vector3dVector(np.asarray(normals, np.float64))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not o3d.io.write_point_cloud(str(out), cloud):
+        raise ScanFormatError(out, "could not write the point cloud")
+    return out

@@ -6,9 +6,9 @@ import re
 from os import PathLike
 from pathlib import Path
 
+from facepipe.pipeline.geometry.scan import Scan
 from facepipe.pipeline.io.generic import load_trimesh, scan_from_trimesh
 from facepipe.pipeline.io.vrml import document_to_scan, read_vrml
-from facepipe.pipeline.geometry.scan import Scan
 from facepipe.schemas.scan import ScanMeta
 
 SUBJECT = re.compile(r"^subject_(\d+)$")

@@ -7,10 +7,10 @@ from os import PathLike
 from pathlib import Path
 
 from facepipe.pipeline.errors import ScanFormatError
+from facepipe.pipeline.geometry.scan import Scan, check_scan
 from facepipe.pipeline.io import bjut, bosphorus, bu3dfe, bu4dfe, frgc, generic, micc, texas, vrml
 from facepipe.pipeline.io.limits import read_limits
 from facepipe.pipeline.io.text import check_regular
-from facepipe.pipeline.geometry.scan import Scan, check_scan
 from facepipe.schemas.scan import ScanMeta
 
 Reader = Callable[..., Scan]

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from facepipe.pipeline.io import bosphorus, bu3dfe, frgc
-from facepipe.pipeline.io.vrml import FaceSet, VrmlDocument, Viewpoint, write_vrml
 from facepipe.pipeline.faces.relief import FaceParams, FaceSurface, as_surface, bump
 from facepipe.pipeline.geometry.scan import grid_faces
+from facepipe.pipeline.io import bosphorus, bu3dfe, frgc
+from facepipe.pipeline.io.vrml import FaceSet, VrmlDocument, Viewpoint, write_vrml
 
 EXAMPLE_IDENTITY_SIGMA = 0.8  # example subjects a little nearer the mean than N(0, 1): every one is found by MediaPipe
 

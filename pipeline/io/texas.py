@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from facepipe.pipeline.errors import ScanFormatError
+from facepipe.pipeline.geometry.scan import Landmarks, Scan, grid_scan, valid_window
 from facepipe.pipeline.io.image import read_image, write_image
 from facepipe.pipeline.io.text import parse_numbers, read_text
-from facepipe.pipeline.geometry.scan import Landmarks, Scan, grid_scan, valid_window
 from facepipe.schemas.scan import ScanMeta
 
 RANGE_SUFFIX = "_Range.png"

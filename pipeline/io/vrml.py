@@ -18,10 +18,10 @@ from typing import Any, Literal
 import numpy as np
 
 from facepipe.pipeline.errors import ScanFormatError
+from facepipe.pipeline.geometry.scan import Scan, fan_corners, make_scan, polygon_offsets
 from facepipe.pipeline.io.image import read_image
 from facepipe.pipeline.io.limits import read_limits
 from facepipe.pipeline.io.text import fmt_rows, parse_numbers, read_text
-from facepipe.pipeline.geometry.scan import Scan, fan_corners, make_scan, polygon_offsets
 from facepipe.schemas.scan import ScanMeta
 
 _TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\]]|[^\s{}\[\],"#]+')

@@ -17,7 +17,7 @@ from typing import Any
 
 from facepipe.pipeline.runtime.lock import store_lock
 from facepipe.pipeline.runtime.store import FAILED, Column, SampleWriter, finalize, is_in_memory, open_group, plan_key, prepare_store
-from facepipe.schemas.store import FailureLine, Manifest, RunReport, SampleOutcome, StorePlan
+from facepipe.schemas.store import FailureLine, Manifest, RunOptions, RunReport, SampleOutcome, StorePlan
 
 OnStart = Callable[[int, int, str | None], None]
 OnSample = Callable[[SampleOutcome | None], None]
@@ -53,10 +53,10 @@ class TaskRun:
     seconds: float = 0.0  # first task submitted to last result
 
 
-def run_tasks(task: Callable[..., SampleOutcome], job: Any, todo: Sequence[int], ids: Sequence[str], *, workers: int,
-              scheduler: str | None, processes: bool, done_before: int, on_start: OnStart | None = None,
-              on_sample: OnSample | None = None) -> TaskRun:
+def run_tasks(task: Callable[..., SampleOutcome], job: Any, todo: Sequence[int], ids: Sequence[str], options: RunOptions, *,
+              done_before: int, on_start: OnStart | None = None, on_sample: OnSample | None = None) -> TaskRun:
     """`task(job, index, sample_id)` for every index in `todo`; `job` (with `url` and `plan_key`) is shipped once."""
+    workers, scheduler, processes = options.workers, options.scheduler, options.processes
     if is_in_memory(job.url) and not scheduler:
         processes = False  # a memory:// store lives in this process: its workers must be threads
     run = TaskRun(workers=workers, scheduler=scheduler or f"LocalCluster({workers} {'processes' if processes else 'threads'})")
@@ -106,8 +106,8 @@ def _task_error(url: str, key: str, index: int, sample_id: str, exc: BaseExcepti
 
 
 def run_store_job(task: Callable[..., SampleOutcome], make_job: Callable[[str], Any], plan: StorePlan, ids: Sequence[str],
-                  columns: Sequence[Column], out: str, *, overwrite: bool, workers: int, scheduler: str | None,
-                  processes: bool, on_start: OnStart | None = None, on_sample: OnSample | None = None,
+                  columns: Sequence[Column], out: str, options: RunOptions, *, on_start: OnStart | None = None,
+                  on_sample: OnSample | None = None,
                   constants: dict[str, tuple[Any, tuple[str, ...]]] | None = None,
                   after: Callable[[str, str], list[FailureLine]] | None = None) -> RunReport:
     """The whole life of a store run, shared by ingest, synth and render-rgbd: take the store's lock,
@@ -115,10 +115,10 @@ def run_store_job(task: Callable[..., SampleOutcome], make_job: Callable[[str], 
     duplicates there), the manifest, the report. `make_job(plan_key)` builds what every task gets."""
     t_start = time.perf_counter()
     with store_lock(out):
-        todo, done_before = prepare_store(out, plan, ids, columns, overwrite, constants)
+        todo, done_before = prepare_store(out, plan, ids, columns, options.overwrite, constants)
         key = plan_key(plan)
-        run = run_tasks(task, make_job(key), todo, ids, workers=workers, scheduler=scheduler, processes=processes,
-                        done_before=done_before, on_start=on_start, on_sample=on_sample)
+        run = run_tasks(task, make_job(key), todo, ids, options, done_before=done_before, on_start=on_start,
+                        on_sample=on_sample)
         extra = after(out, key) if after else []
         manifest = finalize(open_group(out, "r+"), out)
     return run_report(plan.dataset, out, ids, done_before, run, manifest, time.perf_counter() - t_start, extra)

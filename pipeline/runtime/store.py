@@ -132,7 +132,7 @@ def read_plan(group: zarr.Group, url: str) -> StorePlan:
     raw = group.attrs.get("plan")
     if raw is None:
         raise StoreError(f"{url}: a Zarr group without a facepipe plan in its attributes (its creation was "
-                         "interrupted, or another tool made it); --overwrite replaces it")
+                         "interrupted, or another tool made it); overwriting replaces it", remedy="overwrite")
     try:
         return StorePlan.model_validate(raw)
     except ValidationError as exc:
@@ -181,13 +181,13 @@ def prepare_store(url: str, plan: StorePlan, sample_ids: Sequence[str], columns:
     """Create the store, or check that the one there has the same plan; return the samples still to do."""
     state = store_state(url)
     if state == "other":
-        raise StoreError(f"{url} exists and is not a Zarr store: refusing to write over it (choose another --out)")
+        raise StoreError(f"{url} exists and is not a Zarr store: refusing to write over it", remedy="new_output")
     if state == "store" and not overwrite and not open_group(url, "r").attrs.get("creating"):
         group = open_group(url, "r+")
         old = read_plan(group, url)
         if diffs := plan_differences(old, plan):
             raise StoreError(f"{url} was made with a different plan, so this run cannot resume into it:\n  "
-                             + "\n  ".join(diffs) + "\nuse --overwrite to start it over, or --out for a new store")
+                             + "\n  ".join(diffs), remedy="overwrite")
         status = read_status(group)
         todo = [int(i) for i in np.flatnonzero(status != OK)]
         return todo, len(sample_ids) - len(todo)
@@ -201,7 +201,7 @@ def plan_key(plan: StorePlan) -> str:
 
 class SampleWriter:
     """Writes one sample's chunks; arrays are opened once per process, URL and plan, not once per sample
-    (the plan is part of the key because `--overwrite` may recreate the store with other shapes)."""
+    (the plan is part of the key because overwriting may recreate the store with other shapes)."""
 
     _cache: dict[tuple[str, str], tuple[dict[str, zarr.Array], zarr.Array]] = {}
     _lock = threading.Lock()

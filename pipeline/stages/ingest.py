@@ -18,20 +18,20 @@ from pathlib import Path
 
 import numpy as np
 
-from facepipe.pipeline.io.catalog import get_entry, iter_scans, load_catalog, resolve_root
 from facepipe.pipeline.errors import FacepipeError, ScanFormatError
+from facepipe.pipeline.faces.landmark_sets import FIVE
+from facepipe.pipeline.faces.template import Template
+from facepipe.pipeline.io.catalog import get_entry, list_samples, load_catalog
 from facepipe.pipeline.io.text import check_regular
 from facepipe.pipeline.runtime.jobs import OnSample, OnStart, run_store_job
-from facepipe.pipeline.faces.landmark_sets import FIVE
-from facepipe.pipeline.stages.preprocess import Preprocessed, preprocess_file
 from facepipe.pipeline.runtime.seeding import sample_rng
 from facepipe.pipeline.runtime.store import (
     FAILED, OK, SampleWriter, facepipe_version, open_group, read_status, samples_digest, scan_columns,
 )
-from facepipe.pipeline.faces.template import Template
+from facepipe.pipeline.stages.preprocess import Preprocessed, preprocess_file
 from facepipe.schemas.catalog import DatasetEntry
 from facepipe.schemas.preprocess import PreprocessConfig, PreprocessFailure
-from facepipe.schemas.store import FailureLine, RunReport, SampleOutcome, StorePlan
+from facepipe.schemas.store import FailureLine, RunOptions, RunReport, SampleOutcome, StorePlan
 
 CATALOG_LANDMARKS = {"file": "auto", "mediapipe": "mediapipe", "none": "mediapipe"}
 
@@ -61,18 +61,6 @@ def config_for(entry: DatasetEntry, overrides: dict[str, object] | None = None) 
         return PreprocessConfig.model_validate(base | (overrides or {}))
     except ValueError as exc:
         raise IngestError(f"invalid preprocessing config: {exc}") from None
-
-
-def list_samples(name: str, entry: DatasetEntry, base: str | PathLike[str], limit: int | None = None) -> tuple[Path, list[str]]:
-    """The dataset root and its scans as ids relative to it, in the stable order the store uses."""
-    root = resolve_root(name, entry, base)
-    if not root.is_dir():
-        raise IngestError(f"dataset {name!r}: root {root} does not exist (edit data_catalog.yaml or set "
-                          f"FACEPIPE_{name.upper().replace('-', '_')}_ROOT)")
-    ids = [p.relative_to(root).as_posix() for p in iter_scans(name, entry, base)]
-    if not ids:
-        raise IngestError(f"dataset {name!r}: no scan under {root} matches {entry.patterns}")
-    return root, ids[:limit] if limit else ids
 
 
 def file_sha256(path: Path) -> str:
@@ -156,8 +144,7 @@ def mark_duplicates(url: str, key: str) -> list[FailureLine]:
 
 
 def run_ingest(name: str, catalog: str | PathLike[str], out: str, template: Template, *, seed: int = 0,
-               limit: int | None = None, workers: int = 2, scheduler: str | None = None, processes: bool = True,
-               overrides: dict[str, object] | None = None, overwrite: bool = False,
+               limit: int | None = None, overrides: dict[str, object] | None = None, options: RunOptions = RunOptions(),
                on_start: OnStart | None = None, on_sample: OnSample | None = None) -> RunReport:
     """Ingest a catalog dataset into the store at `out` (a path or fsspec URL), resuming what is there."""
     entry = get_entry(load_catalog(catalog), name)
@@ -170,6 +157,5 @@ def run_ingest(name: str, catalog: str | PathLike[str], out: str, template: Temp
         return IngestJob(url=out, plan_key=key, dataset=name, root=str(root), fmt=None if entry.format == "auto" else entry.format,
                          seed=seed, config=config, template=template)
 
-    return run_store_job(ingest_sample, make_job, plan, ids, scan_columns(config.n_points, FIVE), out, overwrite=overwrite,
-                         workers=workers, scheduler=scheduler, processes=processes, on_start=on_start, on_sample=on_sample,
-                         after=mark_duplicates)
+    return run_store_job(ingest_sample, make_job, plan, ids, scan_columns(config.n_points, FIVE), out, options,
+                         on_start=on_start, on_sample=on_sample, after=mark_duplicates)

@@ -14,15 +14,15 @@ from os import PathLike
 
 import numpy as np
 
+from facepipe.pipeline.errors import FacepipeError
+from facepipe.pipeline.faces.template import Template
 from facepipe.pipeline.geometry.align import apply, icp, scale_of, umeyama
 from facepipe.pipeline.geometry.crop import crop_mesh, region_mask
-from facepipe.pipeline.errors import FacepipeError
-from facepipe.pipeline.io.registry import read_scan
 from facepipe.pipeline.geometry.landmarks import FiveLandmarks, MediaPipe, detect_five, five_from_annotations, layout_error
 from facepipe.pipeline.geometry.render import facing_direction
 from facepipe.pipeline.geometry.resample import sample_points, subdivide_to
 from facepipe.pipeline.geometry.scan import Scan
-from facepipe.pipeline.faces.template import Template
+from facepipe.pipeline.io.registry import read_scan
 from facepipe.schemas.preprocess import PreprocessConfig, PreprocessFailure, QualityRecord
 from facepipe.schemas.scan import ScanMeta
 

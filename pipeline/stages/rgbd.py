@@ -12,75 +12,32 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from facepipe.pipeline.errors import FacepipeError
+from facepipe.pipeline.faces.landmark_sets import FIVE
 from facepipe.pipeline.geometry.align import apply
 from facepipe.pipeline.geometry.depth_sensor import StructuredLight, depth_to_xyz, intrinsics, world_to_camera
-from facepipe.pipeline.errors import CatalogError, FacepipeError
-from facepipe.pipeline.io.registry import read_scan
-from facepipe.pipeline.runtime.jobs import OnSample, OnStart, run_store_job
-from facepipe.pipeline.faces.landmark_sets import FIVE
 from facepipe.pipeline.geometry.render import Hits, Raycaster, surface_colors
 from facepipe.pipeline.geometry.scan import Scan
+from facepipe.pipeline.io.registry import read_scan
+from facepipe.pipeline.runtime.jobs import OnSample, OnStart, run_store_job
 from facepipe.pipeline.runtime.seeding import sample_rng
+from facepipe.pipeline.runtime.sources import Source
 from facepipe.pipeline.runtime.store import (
-    FAILED, OK, Column, SampleWriter, bookkeeping_columns, facepipe_version, open_group, read_plan, read_status,
-    samples_digest, store_state,
+    FAILED, OK, Column, SampleWriter, bookkeeping_columns, facepipe_version, open_group, read_status,
+    samples_digest,
 )
 from facepipe.schemas.rgbd import RenderConfig
 from facepipe.schemas.scan import ScanMeta
-from facepipe.schemas.store import RunReport, SampleOutcome, StorePlan
+from facepipe.schemas.store import RunOptions, RunReport, SampleOutcome, StorePlan
 
 
 class RenderError(FacepipeError):
     """A source that cannot be rendered (a store of points, an unknown dataset, ...)."""
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where the meshes come from: a synth store (`url`) or a catalog dataset's files (`root`, `fmt`)."""
-
-    kind: str  # 'synth' | 'dataset'
-    name: str
-    location: str
-    fmt: str | None
-    ids: tuple[str, ...]
-    indices: tuple[int, ...]  # store index of each id (synth); position otherwise
-    template_id: str
-
-
-def synth_source(url: str, limit: int | None) -> Source:
-    group = open_group(url, "r")
-    plan = read_plan(group, url)
-    if plan.kind != "synth":
-        raise RenderError(f"{url}: a {plan.kind} store holds points, not meshes; render a synth store or a catalog dataset")
-    ok = np.flatnonzero(read_status(group) == OK)[:limit]
-    names = group["source_path"][:]
-    return Source("synth", plan.dataset, url, None, tuple(str(names[i]) for i in ok), tuple(int(i) for i in ok), plan.template_id)
-
-
-def dataset_source(name: str, catalog: str | Path, limit: int | None) -> Source:
-    from facepipe.pipeline.io.catalog import get_entry, load_catalog
-    from facepipe.pipeline.stages.ingest import list_samples
-
-    entry = get_entry(load_catalog(catalog), name)
-    root, ids = list_samples(name, entry, Path(catalog).parent, limit)
-    return Source("dataset", name, str(root), None if entry.format == "auto" else entry.format, tuple(ids),
-                  tuple(range(len(ids))), "")
-
-
-def resolve_source(spec: str, catalog: str | Path, limit: int | None = None) -> Source:
-    """A synth store (path or URL) or, failing that, a catalog dataset name."""
-    if store_state(spec) == "store":
-        return synth_source(spec, limit)
-    try:
-        return dataset_source(spec, catalog, limit)
-    except CatalogError:
-        raise RenderError(f"{spec!r} is neither a store nor a dataset in {catalog}") from None
 
 
 @functools.lru_cache(maxsize=4)
@@ -91,12 +48,12 @@ def _synth_arrays(url: str) -> tuple[object, np.ndarray]:
 
 def load_source_mesh(source: Source, position: int) -> Scan:
     """The source face in its own frame, mm (synth: the ground truth taken back out of the template frame)."""
-    if source.kind == "synth":
+    if source.kind == "store":
         group, triangles = _synth_arrays(source.location)
         index = source.indices[position]
         vertices = apply(np.linalg.inv(group["to_template"][index]), group["vertices"][index].astype(np.float64))
         return Scan(vertices, triangles, ScanMeta(format="synth", path=f"{source.location}#{source.ids[position]}"))
-    return read_scan(Path(source.location) / source.ids[position], source.fmt)
+    return read_scan(source.paths()[position], source.fmt)
 
 
 SH_CONST = (0.282095, 0.488603, 1.092548, 0.315392, 0.546274)
@@ -223,19 +180,22 @@ def rgbd_columns(config: RenderConfig) -> list[Column]:
     ]
 
 
-def run_render_rgbd(source: Source, out: str, config: RenderConfig, *, seed: int = 0, workers: int = 2,
-                    scheduler: str | None = None, processes: bool = True, overwrite: bool = False,
+def run_render_rgbd(source: Source, out: str, config: RenderConfig, *, seed: int = 0, options: RunOptions = RunOptions(),
                     on_start: OnStart | None = None, on_sample: OnSample | None = None) -> RunReport:
+    """Every source face, `config.views` poses each, into `rgbd.zarr`; a rerun resumes, like ingest."""
+    if source.kind == "store" and source.store_kind != "synth":
+        raise RenderError(f"{source.location}: a {source.store_kind} store holds points, not meshes; "
+                          "render a synth store, a catalog dataset or scan files")
     if not source.ids:
-        raise RenderError(f"{source.location}: no finished sample to render")
+        raise RenderError(f"{source.location or source.name}: no finished sample to render")
     ids = [f"{sid}#v{v:02d}" for sid in source.ids for v in range(config.views)]
     dataset = f"rgbd-{source.name}"
-    plan = StorePlan(kind="rgbd", facepipe_version=facepipe_version(), dataset=dataset, format=source.kind, seed=seed,
+    plan = StorePlan(kind="rgbd", facepipe_version=facepipe_version(), dataset=dataset,
+                     format={"store": "synth"}.get(source.kind, source.kind), seed=seed,
                      config=config, template_id=source.template_id, template_name="", landmark_names=FIVE,
                      n_samples=len(ids), samples_sha256=samples_digest(ids))
     return run_store_job(render_sample, lambda key: RgbdJob(out, key, seed, config, source), plan, ids, rgbd_columns(config),
-                         out, overwrite=overwrite, workers=workers, scheduler=scheduler, processes=processes,
-                         on_start=on_start, on_sample=on_sample)
+                         out, options, on_start=on_start, on_sample=on_sample)
 
 
 def colorize(depth: np.ndarray, lo: float, hi: float) -> np.ndarray:

@@ -15,20 +15,21 @@ from pathlib import Path
 
 import numpy as np
 
-from facepipe.pipeline.geometry.align import apply, scale_of, umeyama
-from facepipe.pipeline.geometry.crop import crop_mesh, region_mask
-from facepipe.pipeline.runtime.jobs import OnSample, OnStart, run_store_job
 from facepipe.pipeline.faces.landmark_sets import FIVE
 from facepipe.pipeline.faces.morphable import MorphableModel
+from facepipe.pipeline.faces.template import Template, TemplateMap, template_from_model, template_selection
+from facepipe.pipeline.geometry.align import apply, scale_of, umeyama
+from facepipe.pipeline.geometry.crop import crop_mesh, region_mask
 from facepipe.pipeline.geometry.render import facing_direction, frontal_camera, render, shade
 from facepipe.pipeline.geometry.resample import sample_points, subdivide_to
 from facepipe.pipeline.geometry.scan import compact, triangle_normals
+from facepipe.pipeline.io.face_models import load_model
+from facepipe.pipeline.runtime.jobs import OnSample, OnStart, run_store_job
 from facepipe.pipeline.runtime.seeding import sample_rng
 from facepipe.pipeline.runtime.store import (
     OK, Column, SampleWriter, facepipe_version, open_group, read_status, samples_digest, scan_columns,
 )
-from facepipe.pipeline.faces.template import Template, TemplateMap
-from facepipe.schemas.store import RunReport, SampleOutcome, StorePlan
+from facepipe.schemas.store import RunOptions, RunReport, SampleOutcome, StorePlan
 from facepipe.schemas.synth import SynthConfig
 
 
@@ -142,8 +143,8 @@ def synth_columns(model: MorphableModel, n_template_vertices: int) -> list[Colum
 
 
 def run_synth(model: MorphableModel, template: Template, selection: TemplateMap, out: str, config: SynthConfig, *,
-              seed: int = 0, workers: int = 2, scheduler: str | None = None, processes: bool = True, overwrite: bool = False,
-              on_start: OnStart | None = None, on_sample: OnSample | None = None) -> RunReport:
+              seed: int = 0, options: RunOptions = RunOptions(), on_start: OnStart | None = None,
+              on_sample: OnSample | None = None) -> RunReport:
     """N identities x (neutral + K expressions) into `synth.zarr`; a rerun resumes, like ingest."""
     dataset = f"synth-{config.model}"
     ids = sample_ids(config.identities, config.expressions)
@@ -154,8 +155,20 @@ def run_synth(model: MorphableModel, template: Template, selection: TemplateMap,
     constants = {"template_triangles": (template.triangles.astype(np.int32), ("triangle", "corner")),
                  "template_vertices": (template.vertices.astype(np.float32), ("vertex", "xyz"))}
     return run_store_job(synth_sample, lambda key: SynthJob(out, key, dataset, seed, config, model, template, selection), plan,
-                         ids, columns, out, overwrite=overwrite, workers=workers, scheduler=scheduler, processes=processes,
-                         on_start=on_start, on_sample=on_sample, constants=constants)
+                         ids, columns, out, options, on_start=on_start, on_sample=on_sample, constants=constants)
+
+
+def synth_from_model(kind: str, path: str | Path | None, out: str, settings: dict[str, object], *, seed: int = 0,
+                     options: RunOptions = RunOptions(), on_start: OnStart | None = None,
+                     on_sample: OnSample | None = None) -> RunReport:
+    """`facepipe synth` as one call: load the model, derive its template (Loop-refined if the settings
+    ask), draw and store the faces. `settings` are `SynthConfig` fields; bad ones raise ValueError."""
+    model = load_model(kind, path)
+    config = SynthConfig.model_validate({"model": kind, "model_id": model.id} | settings)
+    selection, _ = template_selection(model, target_vertices=config.template_vertices)
+    template = template_from_model(model, target_vertices=config.template_vertices)
+    return run_synth(model, template, selection, out, config, seed=seed, options=options, on_start=on_start,
+                     on_sample=on_sample)
 
 
 def preview_grid(url: str, count: int = 16, columns: int = 4, size: int = 192) -> np.ndarray:
