@@ -1,8 +1,8 @@
 """`facepipe correspond`: every scan as a mesh in template topology, in the scan's own frame and units.
 
 Inputs are a store (the preprocessed points with their `to_template`), a catalog dataset or raw
-files (preprocessed on the fly). The learned way runs the trained network in batches; `--method
-nicp` registers the template with non-rigid ICP instead, for comparison on the same scans. Each
+files (preprocessed on the fly). The learned way runs the trained network in batches; `method="nicp"`
+registers the template with non-rigid ICP instead, for comparison on the same scans. Each
 mesh is mapped back with the inverse of its stored similarity, named after its source scan, and
 listed in `index.csv` with its time and its residual (mean distance to the scan, mm).
 """

@@ -78,7 +78,7 @@ class FailureLine(BaseModel):
 
 
 class RunReport(BaseModel):
-    """The end-of-run summary of `ingest` or `synth` (`--report FILE.json`): counts, failures by reason, time per stage."""
+    """The end-of-run summary of a store run (ingest, synth, render-rgbd; what the CLI writes as its report): counts, failures by reason, time per stage."""
 
     dataset: str
     store: str
