@@ -80,15 +80,16 @@ def test_the_template_resolver(tmp_path: Path, face_model_npz: Path) -> None:
 
 
 @pytest.mark.slow
-def test_evaluate_nicp_in_the_store_template_and_the_cli_names_the_flags(tmp_path: Path) -> None:
+def test_evaluate_nicp_in_the_store_template_and_the_cli_names_the_flags(tmp_path: Path, face_model_npz: Path) -> None:
     """A store made in another template is evaluated in it (`--template`), and refused without it;
     library errors carry a remedy that the CLI turns into the flag to pass."""
     template = tmp_path / "t.npz"
     store = tmp_path / "s.zarr"
     run = lambda *a: subprocess.run([*FP, *a], capture_output=True, text=True, timeout=600, cwd=tmp_path)  # noqa: E731
-    assert run("template", str(template), "--target-vertices", "4000").returncode == 0
-    made = run("synth", "--identities", "1", "--expressions", "0", "--points", "2000", "--template-vertices", "4000",
-               "--out", str(store), "--threads", "--workers", "1")
+    model = ("--model", "ict", "--model-path", str(face_model_npz))
+    assert run("template", str(template), *model).returncode == 0
+    made = run("synth", *model, "--identities", "1", "--expressions", "0", "--points", "2000", "--out", str(store),
+               "--threads", "--workers", "1")
     assert made.returncode == 0, made.stderr
     refused = run("evaluate", "--method", "nicp", "--in", str(store), "--out", str(tmp_path / "e0"))
     assert refused.returncode == 2 and "was made in template" in refused.stderr and "--template" in refused.stderr
@@ -96,7 +97,7 @@ def test_evaluate_nicp_in_the_store_template_and_the_cli_names_the_flags(tmp_pat
     assert ok.returncode == 0, ok.stderr
     report = json.loads((tmp_path / "e" / "report.json").read_text())
     assert report["method"] == "nicp" and report["samples"] == 1 and report["template"] == resolve_template(template).id
-    assert report["vertex_mm"]["mean"] < 6.0  # NICP's error on a clean face of the model: 3.3 mm
-    changed = run("synth", "--identities", "1", "--expressions", "0", "--points", "1000", "--template-vertices", "4000",
-                  "--out", str(store), "--threads", "--workers", "1")
+    assert report["vertex_mm"]["mean"] < 6.0
+    changed = run("synth", *model, "--identities", "1", "--expressions", "0", "--points", "1000", "--out", str(store),
+                  "--threads", "--workers", "1")
     assert changed.returncode == 2 and "different plan" in changed.stderr and "--overwrite" in changed.stderr
