@@ -18,7 +18,7 @@ import numpy as np
 import trimesh
 from common import machine, write_results
 
-from facepipe.models.correspond import Predictor, correspond, store_items
+from facepipe.models.correspond import Predictor, correspond
 from facepipe.models.train import train
 from facepipe.pipeline.faces.procedural import default_template, procedural_model
 from facepipe.pipeline.faces.template import template_selection
@@ -26,6 +26,7 @@ from facepipe.pipeline.geometry.metrics import roughness
 from facepipe.pipeline.io.image import write_image
 from facepipe.pipeline.io.registry import read_scan
 from facepipe.pipeline.io.sample_data import write_example_dataset
+from facepipe.pipeline.runtime.sources import store_source
 from facepipe.pipeline.stages.ingest import run_ingest
 from facepipe.pipeline.stages.inspect import preview
 from facepipe.pipeline.stages.synth import run_synth
@@ -74,12 +75,12 @@ def main() -> None:
             folder = work / method
             t0 = time.perf_counter()
             if method == "nicp":
-                correspond(store_items(scans, args.scans), template, folder, "nicp")
+                correspond(store_source(scans, args.scans), template, folder, "nicp")
             else:
                 cfg = tiny_preset([synth], [scans]).model_copy(update={"decoder": method})
                 train(cfg, work / f"run-{method}", log=lambda _: None)
                 predictor = Predictor.load(work / f"run-{method}")
-                correspond(store_items(scans, args.scans), predictor.template, folder, "learned", predictor)
+                correspond(store_source(scans, args.scans), predictor.template, folder, "learned", predictor)
             figures[method] = mesh_figures(folder)
             results[f"{method}_wall_s"] = round(time.perf_counter() - t0, 1)
             first = sorted(figures[method])[0]

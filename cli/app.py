@@ -128,7 +128,7 @@ SeedOpt = Annotated[int, typer.Option(help="global seed; each sample's own deriv
 WorkersOpt = Annotated[int, typer.Option(min=1, help="worker processes of the local Dask cluster")]
 SchedulerOpt = Annotated[str | None, typer.Option(help="address of an existing Dask scheduler, e.g. tcp://host:8786")]
 ThreadsOpt = Annotated[bool, typer.Option("--threads", help="threads instead of processes (memory:// stores use threads)")]
-OverwriteOpt = Annotated[bool, typer.Option(help="start over in a store made with another plan")]
+OverwriteOpt = Annotated[bool, typer.Option(help="start over in a store or result folder made with another plan")]
 ReportOpt = Annotated[Path | None, typer.Option(help="write the summary here as JSON")]
 RefineOpt = Annotated[bool, typer.Option(help="learned: fit each predicted face to its scan (codes, then a smooth per-vertex step)")]
 
@@ -393,9 +393,14 @@ def correspond(
     catalog: CatalogOpt = Path("data_catalog.yaml"),
     template: TemplateOpt = None,
     refine: RefineOpt = True,
+    workers: WorkersOpt = 2,
+    scheduler: SchedulerOpt = None,
+    threads: ThreadsOpt = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
-    """Dense correspondence: one mesh per scan in template topology, in the scan's frame and units."""
-    from facepipe.models.correspond import Predictor, choose_template, correspond as run_correspond, source_items
+    """Dense correspondence: one mesh per scan in template topology, in the scan's frame and units.
+    NICP and refinement run one Dask task per scan; a rerun resumes the folder."""
+    from facepipe.models.correspond import Predictor, choose_template, correspond as run_correspond
     from facepipe.models.refine import RefineConfig
     from facepipe.pipeline.runtime.sources import resolve_source
 
@@ -405,13 +410,20 @@ def correspond(
     if method == "learned" and predictor is None:
         raise typer.BadParameter("the learned method needs --checkpoint (a run directory or model file)")
     tpl = choose_template(predictor, _template(template) if template else None)
-    items = source_items(resolve_source(inputs, catalog, limit), tpl)
-    rows = run_correspond(items, tpl, out, method, predictor, fmt, batch, colour, RefineConfig() if refine else None)
+    source = resolve_source(inputs, catalog, limit)
+    progress = _Progress(str(out), "correspond")
+    try:
+        rows = run_correspond(source, tpl, out, method, predictor, fmt, batch, colour, RefineConfig() if refine else None,
+                              _options(workers, scheduler, threads, overwrite), on_start=progress.start,
+                              on_sample=progress.sample)
+    finally:
+        progress.stop()
     done = [r for r in rows if r["output"]]
+    timed = [float(r["seconds"]) for r in done if "seconds" in r]  # type: ignore[arg-type]
     typer.echo(f"{out}\n  meshes     {len(done)} ({done[0]['method'] if done else method}, {len(tpl.vertices)} vertices each), "
-               "index.csv")
+               f"index.csv" + (f" ({len(done) - len(timed)} were done before)" if len(timed) < len(done) else ""))
     if done:
-        typer.echo(f"  per scan   {np.mean([float(r['seconds']) for r in done]) * 1e3:.1f} ms, residual "
+        typer.echo("  per scan   " + (f"{np.mean(timed) * 1e3:.1f} ms, " if timed else "") + "residual "
                    f"{np.mean([float(r['residual_mm']) for r in done]):.2f} mm")
     for r in rows:
         if r.get("error"):
@@ -429,8 +441,13 @@ def evaluate(
     catalog: CatalogOpt = Path("data_catalog.yaml"),
     template: TemplateOpt = None,
     refine: RefineOpt = True,
+    workers: WorkersOpt = 2,
+    scheduler: SchedulerOpt = None,
+    threads: ThreadsOpt = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
-    """Errors in mm: dense vertex error and NME (synth), the five landmarks, BU-3DFE regions (raw .bnd files)."""
+    """Errors in mm: dense vertex error and NME (synth), the five landmarks, BU-3DFE regions (raw .bnd files).
+    The faces go to OUT/meshes/ (as correspond writes them; a rerun resumes)."""
     from facepipe.models.correspond import Predictor, choose_template
     from facepipe.models.evaluate import evaluate as run_evaluate
     from facepipe.models.refine import RefineConfig
@@ -440,8 +457,14 @@ def evaluate(
     if method == "learned" and checkpoint is None:
         raise typer.BadParameter("the learned method needs --checkpoint")
     predictor = Predictor.load(checkpoint, device) if method == "learned" and checkpoint else None
-    summary = run_evaluate(store, choose_template(predictor, _template(template) if template else None), predictor, out,
-                           catalog, limit, RefineConfig() if refine and predictor else None)
+    progress = _Progress(str(out), "evaluate")
+    try:
+        summary = run_evaluate(store, choose_template(predictor, _template(template) if template else None), predictor, out,
+                               catalog, limit, RefineConfig() if refine and predictor else None,
+                               _options(workers, scheduler, threads, overwrite), on_start=progress.start,
+                               on_sample=progress.sample)
+    finally:
+        progress.stop()
     typer.echo(f"{store} ({summary['method']}, {summary['samples']} samples) -> {out}")
     for key, label in (("vertex_mm", "vertex error"), ("nme", "NME"), ("five_mm", "5 landmarks")):
         if key in summary:

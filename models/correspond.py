@@ -9,12 +9,16 @@ listed in `index.csv` with its time and its residual (mean distance to the scan,
 
 from __future__ import annotations
 
-import csv
+import functools
+import hashlib
+import io
 import json
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -24,14 +28,19 @@ from scipy.spatial import cKDTree
 
 from facepipe.models.network import FaceNet
 from facepipe.models.refine import RefineConfig, refine
-from facepipe.models.train import load_checkpoint
+from facepipe.models.train import load_checkpoint, template_from_state
 from facepipe.pipeline.errors import FacepipeError, printable
 from facepipe.pipeline.faces.template import Template, load_template
 from facepipe.pipeline.geometry.align import apply, scale_of
 from facepipe.pipeline.geometry.nicp import nicp
+from facepipe.pipeline.runtime.folders import prepare_folder, write_atomic, write_index, write_row
+from facepipe.pipeline.runtime.jobs import OnSample, OnStart, run_tasks
+from facepipe.pipeline.runtime.lock import store_lock
 from facepipe.pipeline.runtime.naming import file_relatives, output_names
 from facepipe.pipeline.runtime.sources import Source
-from facepipe.pipeline.runtime.store import OK, open_group, read_status
+from facepipe.pipeline.runtime.store import OK, facepipe_version, open_group, read_status, samples_digest
+from facepipe.schemas.correspond import CorrespondPlan
+from facepipe.schemas.store import RunOptions, SampleOutcome
 from facepipe.schemas.train import TrainConfig
 
 
@@ -58,7 +67,10 @@ class Predictor:
             raise CorrespondError(f"{file}: no such checkpoint (give a run directory with model.pt, or a .pt file)")
         state = load_checkpoint(file)
         config = TrainConfig.model_validate_json(str(state["config"]))
-        template = load_template(config.template) if config.template else default_template()
+        if "template" in state:  # runs carry their template; older ones name its file
+            template = template_from_state(state["template"], file)  # type: ignore[arg-type]
+        else:
+            template = load_template(config.template) if config.template else default_template()
         if template.id != state["template_id"]:
             raise CorrespondError(f"{file}: trained with template {state['template_id']}, but {template.id} is at hand")
         dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
@@ -67,7 +79,16 @@ class Predictor:
         net = FaceNet(len(template.vertices), config.identity_dim, config.expression_dim, config.hidden, decoder,
                       config.basis_size, torch.as_tensor(template.vertices))
         net.load_state_dict(weights)
+        net.requires_grad_(False)  # inference only; refinement optimises codes and vertices, never weights
         return Predictor(net.to(dev).eval(), template, dev)
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of the weights: a result folder records which network made it."""
+        h = hashlib.sha256()
+        for name, tensor in sorted(self.net.state_dict().items()):
+            h.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
 
     def predict(self, points: np.ndarray) -> np.ndarray:
         """(B, P, 3) template-frame points -> (B, V, 3) template-frame faces."""
@@ -102,8 +123,30 @@ def store_items(url: str, limit: int | None = None, rows: Sequence[int] | None =
     ok = [int(i) for i in (np.flatnonzero(read_status(group) == OK)[:limit] if rows is None else rows)]
     sources = [str(paths[i]) for i in ok]
     for i, source, name in zip(ok, sources, output_names(sources), strict=True):
-        yield Item(name, source, group["points"][i].astype(np.float64), group["to_template"][i],
-                   group["landmarks"][i].astype(np.float64), i)
+        yield _store_item(group, i, name, source)
+
+
+def _store_item(group: Any, row: int, name: str, source: str) -> Item:
+    return Item(name, source, group["points"][row].astype(np.float64), group["to_template"][row],
+                group["landmarks"][row].astype(np.float64), row)
+
+
+@functools.lru_cache(maxsize=4)
+def _group(url: str) -> Any:
+    """One open store per worker process (tasks read their own rows)."""
+    return open_group(url, "r")
+
+
+def file_item(path: Path, name: str, template: Template, n_points: int = 29_495) -> Item | FacepipeError:
+    """A raw scan preprocessed on the fly into `template`; a scan that fails is its error."""
+    from facepipe.pipeline.runtime.seeding import sample_rng
+    from facepipe.pipeline.stages.preprocess import Preprocessed, preprocess_file
+    from facepipe.schemas.preprocess import PreprocessConfig
+
+    out = preprocess_file(path, template, PreprocessConfig(n_points=n_points), sample_rng(0, "correspond", path.name))
+    if isinstance(out, Preprocessed):
+        return Item(name, printable(str(path)), out.points.astype(np.float64), out.to_template, out.landmarks.astype(np.float64))
+    return FacepipeError(f"{out.path}: {out.stage}: {out.reason}")
 
 
 def file_items(paths: list[Path], template: Template, n_points: int = 29_495,
@@ -113,30 +156,36 @@ def file_items(paths: list[Path], template: Template, n_points: int = 29_495,
     `relatives` (each path relative to its dataset root) name the outputs; by default the file
     names, with the folders that tell same-named files apart, so `a/x.wrl` and `b/x.wrl` never
     write the same mesh."""
-    from facepipe.pipeline.runtime.seeding import sample_rng
-    from facepipe.pipeline.stages.preprocess import Preprocessed, preprocess_file
-    from facepipe.schemas.preprocess import PreprocessConfig
-
-    config = PreprocessConfig(n_points=n_points)
     relatives = relatives if relatives is not None else file_relatives(paths)
     for path, name in zip(paths, output_names(relatives), strict=True):
-        out = preprocess_file(path, template, config, sample_rng(0, "correspond", path.name))
-        if isinstance(out, Preprocessed):
-            yield Item(name, printable(str(path)), out.points.astype(np.float64), out.to_template,
-                       out.landmarks.astype(np.float64))
-        else:
-            yield FacepipeError(f"{out.path}: {out.stage}: {out.reason}")
+        yield file_item(path, name, template, n_points)
+
+
+def item_names(source: Source) -> list[str]:
+    """The output name of each of the source's samples: its path in the dataset, made unique."""
+    return output_names(list(source.ids) if source.kind == "store" else source.relatives())
+
+
+def check_frame(source: Source, template: Template) -> None:
+    """A store's points are in the template it was made in: refuse to read them in another."""
+    if source.kind == "store" and source.template_id and source.template_id != template.id:
+        raise CorrespondError(f"{source.location} was made in template {source.template_id}, but this correspondence "
+                              f"works in {template.name} ({template.id}): its points are in another frame",
+                              remedy="template")
+
+
+def load_item(source: Source, position: int, name: str, template: Template, n_points: int = 29_495) -> Item | FacepipeError:
+    """The source's sample at `position`: a store row as stored, or a scan file preprocessed now."""
+    if source.kind == "store":
+        return _store_item(_group(source.location), source.indices[position], name, source.ids[position])
+    return file_item(source.paths()[position], name, template, n_points)
 
 
 def source_items(source: Source, template: Template, n_points: int = 29_495) -> Iterator[Item | FacepipeError]:
     """The items of any source: a store's samples as stored, scan files preprocessed into `template`."""
-    if source.kind == "store":
-        if source.template_id and source.template_id != template.id:
-            raise CorrespondError(f"{source.location} was made in template {source.template_id}, but this correspondence "
-                                  f"works in {template.name} ({template.id}): its points are in another frame",
-                                  remedy="template")
-        return store_items(source.location, rows=source.indices)
-    return file_items(source.paths(), template, n_points, relatives=source.relatives())
+    check_frame(source, template)
+    for position, name in enumerate(item_names(source)):
+        yield load_item(source, position, name, template, n_points)
 
 
 def choose_template(predictor: Predictor | None, template: Template | None = None) -> Template:
@@ -160,61 +209,175 @@ def distance_colours(vertices: np.ndarray, points: np.ndarray, mm_per_unit: floa
     return dist, np.column_stack([rgb, np.full(len(rgb), 255, np.uint8)])
 
 
-def correspond(items: Iterator[Item | FacepipeError], template: Template, out: Path, method: str = "learned",
-               predictor: Predictor | None = None, fmt: str = "ply", batch: int = 8, colour: bool = False,
-               refinement: RefineConfig | None = None) -> list[dict[str, object]]:
-    """Write one mesh per item and `index.csv`; returns the index rows (failures included, with their reason).
-    `refinement` (learned only): fit each predicted face to its scan (`models/refine.py`); None: the network alone."""
+FIELDS = ("source", "output", "method", "residual_mm", "error")  # index.csv: no timings, so a rerun writes the same bytes
+
+
+@dataclass(frozen=True)
+class CorrespondJob:
+    """What every correspondence task gets, shipped once to each worker."""
+
+    url: str  # the output folder
+    source: Source
+    names: tuple[str, ...]
+    template: Template
+    method: str
+    label: str
+    predictor: Predictor | None
+    refinement: RefineConfig | None
+    fmt: str
+    colour: bool
+    n_points: int
+    keep_faces: bool = False  # also `.faces/<position>.npy`: the template-frame face in float64 (evaluate reads them)
+
+
+FACES = ".faces"
+
+
+def face_path(out: Path, position: int) -> Path:
+    return Path(out) / FACES / f"{position:08d}.npy"
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Per-scan tasks compute on one thread each, in worker processes and threads alike, so the bits of
+    a mesh do not depend on how many workers ran."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def face_of(job: CorrespondJob, item: Item) -> np.ndarray:
+    """(V, 3) template-frame face of one scan, by the job's method."""
+    if job.method == "nicp":
+        return nicp(job.template, item.points, item.five)
+    assert job.predictor is not None
+    if job.refinement is not None:
+        return job.predictor.predict_refined(item.points[None], item.five[None], job.refinement)[0]
+    return job.predictor.predict(item.points[None])[0]
+
+
+def _failure_row(job: CorrespondJob, position: int, reason: str) -> None:
+    write_row(Path(job.url), position, {"position": position, "source": job.source.ids[position], "output": "",
+                                        "method": job.label, "residual_mm": "", "error": printable(reason)})
+
+
+def _done(job: CorrespondJob, position: int, item: Item, face: np.ndarray) -> None:
+    if job.keep_faces:
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(face, np.float64))
+        face_path(Path(job.url), position).parent.mkdir(exist_ok=True)
+        write_atomic(face_path(Path(job.url), position), buffer.getvalue())
+    write_row(Path(job.url), position, {"position": position, "error": ""}
+              | _export(item, face, job.template, Path(job.url), job.fmt, job.colour, job.label))
+
+
+def correspond_sample(job: CorrespondJob, position: int, sample_id: str) -> SampleOutcome:
+    """One task: the scan's item (preprocessed if raw), its face (NICP, or the network and its
+    refinement), the mesh and its row. Any failure is the scan's failure row, and the rest go on."""
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    item = load_item(job.source, position, job.names[position], job.template, job.n_points)
+    if isinstance(item, FacepipeError):
+        _failure_row(job, position, str(item))
+        return SampleOutcome(index=position, path=sample_id, status="failed", stage="preprocess", reason=str(item))
+    try:
+        face = face_of(job, item)
+    except Exception as exc:  # noqa: BLE001 - one scan's failure (a degenerate scan, a solver error) costs only it
+        reason = f"{sample_id}: {type(exc).__name__}: {exc}"
+        _failure_row(job, position, reason)
+        return SampleOutcome(index=position, path=sample_id, status="failed", stage="correspond", reason=reason)
+    _done(job, position, item, face)
+    return SampleOutcome(index=position, path=sample_id, status="ok", seconds={"correspond": time.perf_counter() - t0})
+
+
+def _batched(job: CorrespondJob, todo: list[int], batch: int, on_sample: OnSample | None) -> dict[int, float]:
+    """The network alone, in this process, in batches fixed by position (so a resumed run computes
+    every batch it needs exactly as an uninterrupted one): seconds per scan by position."""
+    assert job.predictor is not None
+    wanted, seconds = set(todo), {}
+    for start in range(0, len(job.names), batch):
+        positions = [p for p in range(start, min(start + batch, len(job.names)))]
+        if not wanted.intersection(positions):
+            continue
+        t0 = time.perf_counter()
+        loaded = [(p, load_item(job.source, p, job.names[p], job.template, job.n_points)) for p in positions]
+        good = [(p, it) for p, it in loaded if isinstance(it, Item)]
+        faces = job.predictor.predict(np.stack([it.points for _, it in good])) if good else []
+        each = (time.perf_counter() - t0) / len(positions)
+        for (p, it), face in zip(good, faces, strict=True):
+            if p in wanted:
+                _done(job, p, it, face)
+                seconds[p] = each
+        for p, it in loaded:
+            if p in wanted and isinstance(it, FacepipeError):
+                _failure_row(job, p, str(it))
+        for p in positions:
+            if p in wanted and on_sample:
+                on_sample(SampleOutcome(index=p, path=job.source.ids[p], status="ok" if p in seconds else "failed"))
+    return seconds
+
+
+def correspond(source: Source, template: Template, out: Path, method: str = "learned", predictor: Predictor | None = None,
+               fmt: str = "ply", batch: int = 8, colour: bool = False, refinement: RefineConfig | None = None,
+               options: RunOptions = RunOptions(), n_points: int = 29_495, keep_faces: bool = False,
+               on_start: OnStart | None = None, on_sample: OnSample | None = None) -> list[dict[str, object]]:
+    """One mesh per sample of `source` into `out`, with `index.csv`; returns the index rows (failures
+    included, with their reason; `seconds` on those done by this run). `refinement` (learned only):
+    fit each predicted face to its scan; None: the network alone.
+
+    The folder is a resumable result: a rerun of the same plan does only what is missing, another
+    plan is refused unless `options.overwrite`. The network alone runs batched in this process;
+    NICP and refinement run one Dask task per scan (`options`: workers, scheduler, threads)."""
+    if method not in ("learned", "nicp"):
+        raise CorrespondError(f"unknown method {method!r} (learned or nicp)")
     if method == "learned" and predictor is None:
         raise CorrespondError("the learned method needs a trained model", remedy="checkpoint")
     if fmt not in ("ply", "obj"):
         raise CorrespondError(f"unknown mesh format {fmt!r} (ply or obj)")
-    out.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, object]] = []
-    pending: list[Item] = []
-    label = "learned+refine" if method == "learned" and refinement is not None else method
-
-    def flush() -> None:
-        if not pending:
-            return
-        t0 = time.perf_counter()
-        if method == "learned" and refinement is not None:
-            faces = predictor.predict_refined(np.stack([it.points for it in pending]), np.stack([it.five for it in pending]),  # type: ignore[union-attr]
-                                              refinement)
-        elif method == "learned":
-            faces = predictor.predict(np.stack([it.points for it in pending]))  # type: ignore[union-attr]
+    check_frame(source, template)
+    refinement = refinement if method == "learned" else None
+    names = item_names(source)
+    plan = CorrespondPlan(facepipe_version=facepipe_version(), method=method,  # type: ignore[arg-type]
+                          refine=refinement.model_dump() if refinement else None,
+                          model_sha256=predictor.fingerprint if predictor and method == "learned" else None,
+                          template_id=template.id, fmt=fmt, colour=colour,  # type: ignore[arg-type]
+                          batch=batch if method == "learned" and refinement is None else None, n_points=n_points,
+                          faces=keep_faces,
+                          n_samples=len(names), samples_sha256=samples_digest([f"{s}\t{n}" for s, n in zip(source.ids, names, strict=True)]))
+    label = "learned+refine" if refinement is not None else method
+    job = CorrespondJob(str(out), source, tuple(names), template, method, label, predictor if method == "learned" else None,
+                        refinement, fmt, colour, n_points, keep_faces)
+    out = Path(out)
+    with store_lock(str(out)):
+        done = prepare_folder(out, plan, options.overwrite)
+        todo = [p for p in range(len(names)) if p not in done]
+        missed: list[dict[str, object]] = []
+        if plan.batch is not None:
+            if on_start:
+                on_start(len(todo), len(done), None)
+            seconds = _batched(job, todo, batch, on_sample)
         else:
-            faces = np.stack([nicp(template, it.points, it.five) for it in pending])
-        each = (time.perf_counter() - t0) / len(pending)
-        for it, face in zip(pending, faces, strict=True):
-            rows.append(_export(it, face, template, out, fmt, colour, label, each))
-        pending.clear()
-
-    for item in items:
-        if isinstance(item, FacepipeError):
-            rows.append({"source": str(item).split(":")[0], "output": "", "method": method, "seconds": 0.0, "residual_mm": "",
-                         "error": str(item)})
-            continue
-        pending.append(item)
-        if len(pending) >= (batch if method == "learned" else 1):
-            flush()
-    flush()
-    with open(out / "index.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["source", "output", "method", "seconds", "residual_mm", "error"])
-        writer.writeheader()
-        writer.writerows({"error": ""} | r for r in rows)
-    (out / "template.json").write_text(json.dumps({"template": template.name, "id": template.id,
-                                                   "vertices": len(template.vertices), "triangles": len(template.triangles)}))
-    return rows
+            with torch_threads(1):
+                run = run_tasks(correspond_sample, job, todo, list(source.ids), options, done_before=len(done),
+                                on_start=on_start, on_sample=on_sample, record_failure=_failure_row)  # type: ignore[arg-type]
+            seconds = {o.index: o.seconds["correspond"] for o in run.outcomes if "correspond" in o.seconds}
+            missed = [{"source": f.path, "output": "", "method": label, "residual_mm": "", "error": f"not written: {f.reason}"}
+                      for f in run.not_written]
+        rows = write_index(out, FIELDS)
+        write_atomic(out / "template.json", json.dumps({"template": template.name, "id": template.id, "vertices": len(template.vertices),
+                                                        "triangles": len(template.triangles)}).encode())
+    return [r | ({"seconds": seconds[int(r["position"])]} if int(r["position"]) in seconds else {}) for r in rows] + missed  # type: ignore[call-overload]
 
 
-def _export(item: Item, face: np.ndarray, template: Template, out: Path, fmt: str, colour: bool, method: str,
-            seconds: float) -> dict[str, object]:
+def _export(item: Item, face: np.ndarray, template: Template, out: Path, fmt: str, colour: bool, method: str) -> dict[str, object]:
+    """The mesh in the scan's own frame and units, written atomically; its index row."""
     mm = 1.0 / scale_of(item.to_template)
     dist, colours = distance_colours(face, item.points, mm)
     mesh = trimesh.Trimesh(apply(np.linalg.inv(item.to_template), face), template.triangles, process=False,
                            vertex_colors=colours if colour else None)
-    path = out / f"{item.name}.{fmt}"
-    mesh.export(path)
-    return {"source": item.source, "output": path.name, "method": method, "seconds": round(seconds, 6),
-            "residual_mm": round(float(dist.mean()), 4)}
+    data = mesh.export(file_type=fmt)
+    write_atomic(out / f"{item.name}.{fmt}", data.encode() if isinstance(data, str) else data)
+    return {"source": item.source, "output": f"{item.name}.{fmt}", "method": method, "residual_mm": round(float(dist.mean()), 4)}

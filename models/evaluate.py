@@ -16,30 +16,21 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facepipe.models.correspond import Item, Predictor, source_items
+from facepipe.models.correspond import Item, Predictor, correspond, face_path, source_items
 from facepipe.models.refine import RefineConfig
 from facepipe.pipeline.errors import CatalogError, FacepipeError
 from facepipe.pipeline.faces.landmark_sets import BOSPHORUS22, BU3DFE_REGIONS
 from facepipe.pipeline.faces.template import Template
 from facepipe.pipeline.geometry.align import apply, scale_of
 from facepipe.pipeline.geometry.metrics import mm_errors, nme, region_errors
-from facepipe.pipeline.geometry.nicp import landmark_vertices, nicp
+from facepipe.pipeline.geometry.nicp import landmark_vertices
 from facepipe.pipeline.geometry.render import Raycaster, frontal_camera
 from facepipe.pipeline.io.catalog import get_entry, load_catalog, resolve_root
 from facepipe.pipeline.io.registry import read_scan
+from facepipe.pipeline.runtime.jobs import OnSample, OnStart
 from facepipe.pipeline.runtime.sources import resolve_source
 from facepipe.pipeline.runtime.store import open_group, read_plan
-
-
-def predict(items: list[Item], template: Template, predictor: Predictor | None, batch: int = 8,
-            refinement: RefineConfig | None = None) -> np.ndarray:
-    if predictor is None:
-        return np.stack([nicp(template, it.points, it.five) for it in items])
-    chunks = [items[i:i + batch] for i in range(0, len(items), batch)]
-    if refinement is not None:
-        return np.concatenate([predictor.predict_refined(np.stack([it.points for it in c]), np.stack([it.five for it in c]),
-                                                         refinement) for c in chunks])
-    return np.concatenate([predictor.predict(np.stack([it.points for it in c])) for c in chunks])
+from facepipe.schemas.store import RunOptions
 
 
 def annotated(root: Path | None, item: Item) -> tuple[str, np.ndarray] | None:
@@ -69,15 +60,26 @@ def dataset_root(url: str, catalog: Path) -> Path | None:
 
 
 def evaluate(url: str, template: Template, predictor: Predictor | None, out: Path, catalog: Path = Path("data_catalog.yaml"),
-             limit: int | None = None, refinement: RefineConfig | None = None) -> dict[str, object]:
-    """`url`: a store (synth stores have dense ground truth); `refinement`: fit the network's faces to the
-    scans first (learned only; None: the network alone)."""
+             limit: int | None = None, refinement: RefineConfig | None = None, options: RunOptions = RunOptions(),
+             on_start: OnStart | None = None, on_sample: OnSample | None = None) -> dict[str, object]:
+    """`url`: a store (synth stores have dense ground truth); `predictor` None: NICP; `refinement`: fit
+    the network's faces to the scans first (learned only; None: the network alone).
+
+    The faces are made by `correspond` into `out/meshes/` (the same Dask tasks and resumable folder,
+    so a rerun only evaluates again), then measured."""
     source = resolve_source(url, catalog, limit, kinds=("store",))
     group = open_group(source.location, "r")
     items = list(source_items(source, template))
     if not items:
         raise FacepipeError(f"{url}: no finished sample to evaluate")
-    preds = predict(items, template, predictor, refinement=refinement)
+    meshes = Path(out) / "meshes"
+    correspond(source, template, meshes, "learned" if predictor is not None else "nicp", predictor, refinement=refinement,
+               options=options, keep_faces=True, on_start=on_start, on_sample=on_sample)
+    done = [(k, it) for k, it in enumerate(items) if face_path(meshes, k).exists()]
+    if not done:
+        raise FacepipeError(f"{url}: no sample could be corresponded (see {meshes / 'index.csv'})")
+    items = [it for _, it in done]
+    preds = [np.load(face_path(meshes, k)) for k, _ in done]
     five_ids = landmark_vertices(template)
     root = dataset_root(url, catalog)
     has_truth = "vertices" in group

@@ -277,10 +277,31 @@ def schedule(config: TrainConfig) -> list[tuple[int, Phase, int]]:
     return [(i, p, e) for i, p in enumerate(config.phases) for e in range(p.synthetic_epochs + p.mixed_epochs)]
 
 
+def template_state(template: Template) -> dict[str, object]:
+    """The template as tensors and strings: a checkpoint that carries it loads with weights_only=True and
+    works wherever the run is copied (its config's template path may not exist there)."""
+    return {"name": template.name, "id": template.id, "vertices": torch.from_numpy(template.vertices.copy()),
+            "triangles": torch.from_numpy(template.triangles.copy()), "landmarks": torch.from_numpy(template.landmarks.copy()),
+            "unit_mm": template.unit_mm, "center_mm": torch.from_numpy(template.center_mm.copy()),
+            "regions": {k: torch.from_numpy(np.asarray(v, np.int64).copy()) for k, v in template.regions.items()}}
+
+
+def template_from_state(state: dict[str, object], where: Path) -> Template:
+    """The template a checkpoint carries, checked against its recorded id."""
+    t = Template(str(state["name"]), state["vertices"].numpy().astype(np.float64),  # type: ignore[attr-defined]
+                 state["triangles"].numpy().astype(np.int64), state["landmarks"].numpy().astype(np.float64),  # type: ignore[attr-defined]
+                 float(state["unit_mm"]), state["center_mm"].numpy().astype(np.float64),  # type: ignore[arg-type, attr-defined]
+                 {k: v.numpy().astype(np.int64) for k, v in state["regions"].items()})  # type: ignore[attr-defined]
+    if t.id != state["id"]:
+        raise TrainError(f"{where}: the template it carries hashes to {t.id}, not its recorded {state['id']}")
+    return t
+
+
 def save_checkpoint(path: Path, run: Run, phase_index: int, epoch: int) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({"model": run.net.state_dict(), "optimizer": run.optimizer.state_dict(), "phase": phase_index, "epoch": epoch,
-                "template_id": run.template.id, "config": run.config.model_dump_json(), "torch_rng": torch.get_rng_state()}, tmp)
+                "template_id": run.template.id, "template": template_state(run.template), "config": run.config.model_dump_json(),
+                "torch_rng": torch.get_rng_state()}, tmp)
     os.replace(tmp, path)
 
 
@@ -381,7 +402,9 @@ def train(config: TrainConfig, out: Path, resume: bool = False, log: Callable[[s
 
         plot_losses(history, out / "losses.png")
         plot_predictions(preview_pairs(run), run.template.triangles, out / "predictions.png")
-        torch.save({"model": run.net.state_dict(), "template_id": template.id, "config": config.model_dump_json()},
+        torch.save({"model": run.net.state_dict(), "template_id": template.id, "template": template_state(template),
+                    "config": config.model_dump_json()},
                    out / "model.pt")
+        template.save(out / "template.npz")  # for --template of the NICP baseline on the same template
     return history
 

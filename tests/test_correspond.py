@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import csv
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import trimesh
 from scipy.spatial import cKDTree
 
 from facepipe.models.correspond import Predictor, correspond, store_items
 from facepipe.models.evaluate import evaluate
+from facepipe.models.refine import RefineConfig
 from facepipe.models.train import train
+from facepipe.pipeline.errors import FacepipeError
 from facepipe.pipeline.faces.landmark_sets import BU3DFE_REGIONS
 from facepipe.pipeline.faces.procedural import default_template, procedural_model
 from facepipe.pipeline.faces.template import template_selection
@@ -23,6 +30,8 @@ from facepipe.pipeline.geometry.metrics import region_errors
 from facepipe.pipeline.geometry.nicp import landmark_vertices, nicp
 from facepipe.pipeline.io.registry import read_scan
 from facepipe.pipeline.io.sample_data import write_example_dataset
+from facepipe.pipeline.runtime.folders import FolderError
+from facepipe.pipeline.runtime.sources import store_source
 from facepipe.pipeline.runtime.store import open_group
 from facepipe.pipeline.stages.ingest import run_ingest
 from facepipe.pipeline.stages.synth import run_synth
@@ -60,7 +69,7 @@ def test_exported_meshes_have_template_topology_land_on_the_scan_and_are_in_its_
                                                                                        tmp_path: Path) -> None:
     predictor = Predictor.load(trained["run"])
     template = predictor.template
-    rows = correspond(store_items(str(trained["scans"])), template, tmp_path / "m", "learned", predictor, "ply", 4, True)
+    rows = correspond(store_source(str(trained["scans"])), template, tmp_path / "m", "learned", predictor, "ply", 4, True)
     assert len(rows) == 5 and all(r["output"] for r in rows)
     root = trained["folder"] / "data" / "example"
     for row in rows:
@@ -84,6 +93,8 @@ def test_evaluation_reproduces_known_errors(trained: dict[str, Path], tmp_path: 
     items = list(store_items(str(trained["synth"])))
 
     class Shifted:
+        fingerprint = "shifted"
+
         def __init__(self) -> None:
             self.queue = [truth[it.source] for it in items]
 
@@ -151,11 +162,11 @@ def test_refined_meshes_lie_on_the_scans_keep_the_topology_and_stay_smooth(train
     predictor = Predictor.load(trained["run"])
     template = predictor.template
     root = trained["folder"] / "data" / "example"
-    plain = correspond(store_items(str(trained["scans"])), template, tmp_path / "net", "learned", predictor)
-    rows = correspond(store_items(str(trained["scans"])), template, tmp_path / "ref", "learned", predictor,
+    plain = correspond(store_source(str(trained["scans"])), template, tmp_path / "net", "learned", predictor)
+    rows = correspond(store_source(str(trained["scans"])), template, tmp_path / "ref", "learned", predictor,
                       refinement=RefineConfig())
     assert [r["method"] for r in rows] == ["learned+refine"] * 5
-    first_nicp = correspond(store_items(str(trained["scans"]), 1), template, tmp_path / "nicp", "nicp")[0]
+    first_nicp = correspond(store_source(str(trained["scans"]), 1), template, tmp_path / "nicp", "nicp")[0]
     for row, before in zip(rows, plain, strict=True):
         raw = read_scan(root / str(row["source"]), texture=False)
         mesh = trimesh.load(tmp_path / "ref" / str(row["output"]), process=False)
@@ -193,3 +204,77 @@ def test_refinement_recovers_a_face_the_decoders_can_make(trained: dict[str, Pat
     before = np.linalg.norm(start - target, axis=-1).mean()
     after = np.linalg.norm(fitted - target, axis=-1).mean()
     assert after < 0.5 * before, (before, after)
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_one_or_two_workers_processes_or_threads_write_identical_folders(trained: dict[str, Path], tmp_path: Path) -> None:
+    """Refinement runs one Dask task per scan; the meshes, rows and index do not depend on how."""
+    predictor = Predictor.load(trained["run"])
+    source = store_source(str(trained["scans"]))
+    quick = RefineConfig(latent_steps=5, vertex_steps=5)
+    runs = {"one": RunOptions(workers=1), "two": RunOptions(workers=2), "threads": RunOptions(workers=2, processes=False)}
+    for name, options in runs.items():
+        rows = correspond(source, predictor.template, tmp_path / name, "learned", predictor, refinement=quick, options=options)
+        assert len(rows) == 5 and all(r["output"] and "seconds" in r for r in rows)
+    reference = folder_bytes(tmp_path / "one")
+    assert len([f for f in reference if f.endswith(".ply")]) == 5 and "index.csv" in reference and "plan.json" in reference
+    assert folder_bytes(tmp_path / "two") == reference and folder_bytes(tmp_path / "threads") == reference
+    again = correspond(source, predictor.template, tmp_path / "one", "learned", predictor, refinement=quick)
+    assert all("seconds" not in r for r in again) and folder_bytes(tmp_path / "one") == reference  # nothing left to do
+    with pytest.raises(FolderError, match="another run") as refused:
+        correspond(source, predictor.template, tmp_path / "one", "nicp")
+    assert refused.value.remedy == "overwrite"
+    (tmp_path / "one" / "keep.txt").write_text("mine")
+    rows = correspond(store_source(str(trained["scans"]), 1), predictor.template, tmp_path / "one", "learned", predictor,
+                      options=RunOptions(overwrite=True))
+    assert len(rows) == 1 and sorted(p.name for p in (tmp_path / "one").glob("*.ply")) == [str(rows[0]["output"])]
+    assert (tmp_path / "one" / "keep.txt").read_text() == "mine"  # overwriting removes only what a run wrote
+
+
+@pytest.mark.slow
+def test_kill_9_mid_run_then_rerun_gives_the_uninterrupted_folder(trained: dict[str, Path], tmp_path: Path) -> None:
+    args = [str(Path(sys.executable).with_name("facepipe")), "correspond", "--method", "nicp", "--in", str(trained["scans"]),
+            "--limit", "4"]
+    whole = subprocess.run([*args, "--out", str(tmp_path / "whole"), "--workers", "1"], capture_output=True, text=True, timeout=600)
+    assert whole.returncode == 0, whole.stderr
+    out = tmp_path / "killed"
+    run = subprocess.Popen([*args, "--out", str(out), "--workers", "1"], start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done_at_kill = 0
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and run.poll() is None and done_at_kill < 2:
+            done_at_kill = len(list((out / ".rows").glob("*.json"))) if (out / ".rows").is_dir() else 0
+            time.sleep(0.02)
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)  # the driver and its workers, as a crash would
+        run.wait()
+    assert 1 <= done_at_kill < 4, f"the kill did not land mid-run ({done_at_kill} done)"
+    rerun = subprocess.run([*args, "--out", str(out), "--workers", "2"], capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "were done before" in rerun.stdout
+    assert folder_bytes(out) == folder_bytes(tmp_path / "whole")
+
+
+def test_a_run_carries_its_template_wherever_it_is_copied(trained: dict[str, Path], tmp_path: Path) -> None:
+    moved = tmp_path / "elsewhere" / "run"
+    shutil.copytree(trained["run"], moved)
+    state = torch.load(moved / "model.pt", weights_only=True)
+    config = TrainConfig.model_validate_json(state["config"])
+    state["config"] = config.model_copy(update={"template": str(tmp_path / "deleted.npz")}).model_dump_json()
+    torch.save(state, moved / "model.pt")  # a run trained with a template file that is gone here
+    predictor = Predictor.load(moved)
+    assert predictor.template.id == state["template_id"] and (moved / "template.npz").is_file()
+    rows = correspond(store_source(str(trained["scans"]), 2), predictor.template, tmp_path / "m", "learned", predictor)
+    assert len(rows) == 2 and all(r["output"] for r in rows)
+    del state["template"]  # a run from before runs carried their template: it names the file, which must exist
+    torch.save(state, moved / "model.pt")
+    with pytest.raises(FacepipeError, match="deleted.npz"):
+        Predictor.load(moved)
+    state["config"] = config.model_dump_json()  # ... or used the default template
+    torch.save(state, moved / "model.pt")
+    assert Predictor.load(moved).template.id == default_template().id

@@ -53,9 +53,18 @@ class TaskRun:
     seconds: float = 0.0  # first task submitted to last result
 
 
+RecordFailure = Callable[[Any, int, str], None]  # (job, index, reason): a sample whose worker kept dying
+
+
+def store_failure(job: Any, index: int, reason: str) -> None:
+    """A store job's failure record: the sample's status becomes failed, with the reason."""
+    SampleWriter(job.url, job.plan_key).write(index, {"failure_stage": "internal", "failure_reason": reason}, FAILED)
+
+
 def run_tasks(task: Callable[..., SampleOutcome], job: Any, todo: Sequence[int], ids: Sequence[str], options: RunOptions, *,
-              done_before: int, on_start: OnStart | None = None, on_sample: OnSample | None = None) -> TaskRun:
-    """`task(job, index, sample_id)` for every index in `todo`; `job` (with `url` and `plan_key`) is shipped once."""
+              done_before: int, on_start: OnStart | None = None, on_sample: OnSample | None = None,
+              record_failure: RecordFailure = store_failure) -> TaskRun:
+    """`task(job, index, sample_id)` for every index in `todo`; `job` (with `url`) is shipped once."""
     workers, scheduler, processes = options.workers, options.scheduler, options.processes
     if is_in_memory(job.url) and not scheduler:
         processes = False  # a memory:// store lives in this process: its workers must be threads
@@ -81,7 +90,7 @@ def run_tasks(task: Callable[..., SampleOutcome], job: Any, todo: Sequence[int],
             try:
                 outcome: SampleOutcome | None = future.result()
             except Exception as exc:  # noqa: BLE001 - recorded per sample, reported at the end
-                outcome = _task_error(job.url, job.plan_key, i, ids[i], exc, run.not_written)
+                outcome = _task_error(job, i, ids[i], exc, run.not_written, record_failure)
             if outcome is not None:
                 run.outcomes.append(outcome)
             if on_sample:
@@ -91,15 +100,15 @@ def run_tasks(task: Callable[..., SampleOutcome], job: Any, todo: Sequence[int],
     return run
 
 
-def _task_error(url: str, key: str, index: int, sample_id: str, exc: BaseException,
-                not_written: list[FailureLine]) -> SampleOutcome | None:
+def _task_error(job: Any, index: int, sample_id: str, exc: BaseException, not_written: list[FailureLine],
+                record_failure: RecordFailure) -> SampleOutcome | None:
     """A worker that died on a sample (crash, out of memory) several times makes it a failure record;
     any other task error (full disk, lost store) leaves the sample pending for a rerun."""
     from distributed import KilledWorker
 
     if isinstance(exc, KilledWorker):
         reason = f"{sample_id}: the worker processing this sample died repeatedly (a crash or out of memory)"
-        SampleWriter(url, key).write(index, {"failure_stage": "internal", "failure_reason": reason}, FAILED)
+        record_failure(job, index, reason)
         return SampleOutcome(index=index, path=sample_id, status="failed", stage="internal", reason=reason)
     not_written.append(FailureLine(path=sample_id, stage="write", reason=f"{type(exc).__name__}: {exc}"))
     return None
