@@ -37,16 +37,16 @@ from facepipe.schemas.train import tiny_preset
 REPO = Path(__file__).resolve().parents[1]
 
 
-def mesh_figures(folder: Path) -> dict[str, dict[str, float]]:
-    """Per output mesh: roughness (mm) and the median distance of its vertices to the scan (mm, from index.csv)."""
-    import csv
-
-    rows = {r["output"]: r for r in csv.DictReader(open(folder / "index.csv")) if r["output"]}
+def mesh_figures(folder: Path, rows: list[dict[str, object]]) -> dict[str, dict[str, float]]:
+    """Per output mesh: roughness (mm), the mean distance of its vertices to the scan (mm) and seconds."""
     out = {}
-    for name, row in rows.items():
+    for row in rows:
+        if not row["output"]:
+            continue
+        name = str(row["output"])
         mesh = trimesh.load(folder / name, process=False)
         out[name] = {"roughness_mm": roughness(np.asarray(mesh.vertices), np.asarray(mesh.faces)),
-                     "residual_mm": float(row["residual_mm"]), "seconds": float(row["seconds"])}
+                     "residual_mm": float(row["residual_mm"]), "seconds": float(row["seconds"])}  # type: ignore[arg-type]
     return out
 
 
@@ -75,13 +75,13 @@ def main() -> None:
             folder = work / method
             t0 = time.perf_counter()
             if method == "nicp":
-                correspond(store_source(scans, args.scans), template, folder, "nicp")
+                rows = correspond(store_source(scans, args.scans), template, folder, "nicp", options=RunOptions(workers=1))
             else:
                 cfg = tiny_preset([synth], [scans]).model_copy(update={"decoder": method})
                 train(cfg, work / f"run-{method}", log=lambda _: None)
                 predictor = Predictor.load(work / f"run-{method}")
-                correspond(store_source(scans, args.scans), predictor.template, folder, "learned", predictor)
-            figures[method] = mesh_figures(folder)
+                rows = correspond(store_source(scans, args.scans), predictor.template, folder, "learned", predictor)
+            figures[method] = mesh_figures(folder, rows)
             results[f"{method}_wall_s"] = round(time.perf_counter() - t0, 1)
             first = sorted(figures[method])[0]
             write_image(previews / f"{method}-{Path(first).stem}.png", preview(read_scan(folder / first)))

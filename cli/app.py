@@ -122,6 +122,8 @@ def sample_data(
 
 
 TemplateOpt = Annotated[Path | None, typer.Option(help="a saved template (.npz); default: the procedural model's")]
+StoreTemplateOpt = Annotated[Path | None, typer.Option(
+    "--template", help="a saved template (.npz) for NICP; default: the one the store was made in, else the procedural model's")]
 IctOpt = Annotated[Path | None, typer.Option("--ict-model", help="derive the template from an ICT-FaceKit npz")]
 
 SeedOpt = Annotated[int, typer.Option(help="global seed; each sample's own derives from it, the dataset and the sample id")]
@@ -357,7 +359,7 @@ def render_rgbd(
 def train(
     out: Annotated[Path, typer.Option(help="run directory: config.json, metrics.jsonl, checkpoints/, PNGs, model.pt")],
     config: Annotated[Path | None, typer.Option(help="YAML/JSON training settings (schemas/train.py)")] = None,
-    preset: Annotated[str | None, typer.Option(help="tiny: small network and short phases, minutes on 2 CPU cores")] = None,
+    preset: Annotated[str | None, typer.Option(help="tiny (minutes on 2 CPU cores), reference (under 30 min on 2 CPU cores), full (paper 1's sizes, GPU)")] = None,
     synth: Annotated[list[str] | None, typer.Option(help="synth store(s) with ground truth (repeatable)")] = None,
     scans: Annotated[list[str] | None, typer.Option(help="scans store(s), trained without ground truth (repeatable)")] = None,
     resume: Annotated[bool, typer.Option(help="continue the run in --out from its last checkpoint")] = False,
@@ -391,7 +393,7 @@ def correspond(
     colour: Annotated[bool, typer.Option("--colour", help="colour vertices by their distance to the scan (0-5 mm)")] = False,
     limit: Annotated[int | None, typer.Option(min=1, help="only the first N scans")] = None,
     catalog: CatalogOpt = Path("data_catalog.yaml"),
-    template: TemplateOpt = None,
+    template: StoreTemplateOpt = None,
     refine: RefineOpt = True,
     workers: WorkersOpt = 2,
     scheduler: SchedulerOpt = None,
@@ -409,8 +411,8 @@ def correspond(
     predictor = Predictor.load(checkpoint, device) if checkpoint else None
     if method == "learned" and predictor is None:
         raise typer.BadParameter("the learned method needs --checkpoint (a run directory or model file)")
-    tpl = choose_template(predictor, _template(template) if template else None)
     source = resolve_source(inputs, catalog, limit)
+    tpl = choose_template(predictor, _template(template) if template else None, source)
     progress = _Progress(str(out), "correspond")
     try:
         rows = run_correspond(source, tpl, out, method, predictor, fmt, batch, colour, RefineConfig() if refine else None,
@@ -439,7 +441,7 @@ def evaluate(
     limit: Annotated[int | None, typer.Option(min=1, help="only the first N samples")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     catalog: CatalogOpt = Path("data_catalog.yaml"),
-    template: TemplateOpt = None,
+    template: StoreTemplateOpt = None,
     refine: RefineOpt = True,
     workers: WorkersOpt = 2,
     scheduler: SchedulerOpt = None,
@@ -451,6 +453,7 @@ def evaluate(
     from facepipe.models.correspond import Predictor, choose_template
     from facepipe.models.evaluate import evaluate as run_evaluate
     from facepipe.models.refine import RefineConfig
+    from facepipe.pipeline.runtime.sources import resolve_source
 
     if method not in ("learned", "nicp"):
         raise typer.BadParameter(f"unknown method {method!r} (learned or nicp)")
@@ -459,7 +462,8 @@ def evaluate(
     predictor = Predictor.load(checkpoint, device) if method == "learned" and checkpoint else None
     progress = _Progress(str(out), "evaluate")
     try:
-        summary = run_evaluate(store, choose_template(predictor, _template(template) if template else None), predictor, out,
+        tpl = choose_template(predictor, _template(template) if template else None, resolve_source(store, catalog, limit, ("store",)))
+        summary = run_evaluate(store, tpl, predictor, out,
                                catalog, limit, RefineConfig() if refine and predictor else None,
                                _options(workers, scheduler, threads, overwrite), on_start=progress.start,
                                on_sample=progress.sample)

@@ -55,6 +55,7 @@ class Predictor:
     net: FaceNet
     template: Template
     device: torch.device
+    input_points: int | None = None  # points the encoder reads per scan, as in training (None: all)
 
     @staticmethod
     def load(path: str | Path, device: str = "auto") -> Predictor:
@@ -80,7 +81,7 @@ class Predictor:
                       config.basis_size, torch.as_tensor(template.vertices))
         net.load_state_dict(weights)
         net.requires_grad_(False)  # inference only; refinement optimises codes and vertices, never weights
-        return Predictor(net.to(dev).eval(), template, dev)
+        return Predictor(net.to(dev).eval(), template, dev, config.input_points)
 
     @property
     def fingerprint(self) -> str:
@@ -90,16 +91,25 @@ class Predictor:
             h.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()[:16]
 
+    def encoder_input(self, points: np.ndarray) -> torch.Tensor:
+        """The points the encoder reads: a fixed random subset of `input_points` of them, the count it was
+        trained on (a max-pooled PointNet sees the same density as in training, and encoding costs
+        what it did there), or all of them."""
+        count = points.shape[1]
+        if self.input_points is not None and count > self.input_points:
+            points = points[:, np.sort(np.random.default_rng(0).permutation(count)[: self.input_points])]
+        return torch.as_tensor(points, dtype=torch.float32, device=self.device)
+
     def predict(self, points: np.ndarray) -> np.ndarray:
         """(B, P, 3) template-frame points -> (B, V, 3) template-frame faces."""
         with torch.no_grad():
-            out = self.net(torch.as_tensor(points, dtype=torch.float32, device=self.device))["face"]
+            out = self.net(self.encoder_input(points))["face"]
         return out.float().cpu().numpy().astype(np.float64)
 
     def predict_refined(self, points: np.ndarray, five: np.ndarray, config: RefineConfig) -> np.ndarray:
         """The network's faces, then fitted to the scans (codes first, then a smooth per-vertex step)."""
         with torch.no_grad():
-            codes = self.net.encode(torch.as_tensor(points, dtype=torch.float32, device=self.device))
+            codes = self.net.encode(self.encoder_input(points))
         return refine(self.net, self.template, points, five, config, codes)
 
 
@@ -188,12 +198,15 @@ def source_items(source: Source, template: Template, n_points: int = 29_495) -> 
         yield load_item(source, position, name, template, n_points)
 
 
-def choose_template(predictor: Predictor | None, template: Template | None = None) -> Template:
+def choose_template(predictor: Predictor | None, template: Template | None = None, source: Source | None = None) -> Template:
     """The template a correspondence works in: the trained model's (a given one must be the same),
-    else the given one, else the procedural model's."""
+    else the given one, else the one a store source was made in, else the procedural model's."""
     from facepipe.pipeline.faces.procedural import default_template
+    from facepipe.pipeline.runtime.sources import store_template
 
     if predictor is None:
+        if template is None and source is not None and source.kind == "store":
+            template = store_template(source.location)
         return template or default_template()
     if template is not None and template.id != predictor.template.id:
         raise CorrespondError(f"the model was trained in template {predictor.template.name} ({predictor.template.id}), "

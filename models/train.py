@@ -277,6 +277,14 @@ def schedule(config: TrainConfig) -> list[tuple[int, Phase, int]]:
     return [(i, p, e) for i, p in enumerate(config.phases) for e in range(p.synthetic_epochs + p.mixed_epochs)]
 
 
+def stores_template(config: TrainConfig) -> Template | None:
+    """The template the training stores were made in, as the first synth store carries it (the others
+    must match it: each `Samples` checks)."""
+    from facepipe.pipeline.runtime.sources import store_template
+
+    return store_template(config.synth[0])
+
+
 def template_state(template: Template) -> dict[str, object]:
     """The template as tensors and strings: a checkpoint that carries it loads with weights_only=True and
     works wherever the run is copied (its config's template path may not exist there)."""
@@ -338,7 +346,7 @@ def train(config: TrainConfig, out: Path, resume: bool = False, log: Callable[[s
     """Run the schedule, writing `config.json`, `metrics.jsonl`, TensorBoard scalars, checkpoints and, at the end, the PNGs."""
     from facepipe.pipeline.faces.procedural import default_template
 
-    template = load_template(config.template) if config.template else default_template()
+    template = load_template(config.template) if config.template else stores_template(config) or default_template()
     out.mkdir(parents=True, exist_ok=True)
     (out / "checkpoints").mkdir(exist_ok=True)
     last = out / "checkpoints" / "last.pt"

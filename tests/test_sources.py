@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from facepipe.models.train import stores_template
 from facepipe.pipeline.errors import FacepipeError
 from facepipe.pipeline.faces.procedural import default_template, procedural_model
 from facepipe.pipeline.faces.template import template_from_model
-from facepipe.pipeline.runtime.sources import SourceError, resolve_source, resolve_template
+from facepipe.pipeline.runtime.sources import SourceError, resolve_source, resolve_template, store_template
 from facepipe.pipeline.stages.synth import synth_from_model
 from facepipe.schemas.store import RunOptions
+from facepipe.schemas.train import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 FP = [sys.executable, "-m", "facepipe.cli.app"]
@@ -80,24 +82,28 @@ def test_the_template_resolver(tmp_path: Path, face_model_npz: Path) -> None:
 
 
 @pytest.mark.slow
-def test_evaluate_nicp_in_the_store_template_and_the_cli_names_the_flags(tmp_path: Path, face_model_npz: Path) -> None:
-    """A store made in another template is evaluated in it (`--template`), and refused without it;
-    library errors carry a remedy that the CLI turns into the flag to pass."""
-    template = tmp_path / "t.npz"
+def test_commands_work_in_the_template_the_store_carries(tmp_path: Path, face_model_npz: Path) -> None:
+    """A store made in another template carries it: evaluate (and correspond, and train) work in it
+    without being told, a different --template is refused with the flag to pass, and library errors
+    carry a remedy that the CLI turns into a flag."""
+    ict, procedural = tmp_path / "ict.npz", tmp_path / "procedural.npz"
     store = tmp_path / "s.zarr"
     run = lambda *a: subprocess.run([*FP, *a], capture_output=True, text=True, timeout=600, cwd=tmp_path)  # noqa: E731
     model = ("--model", "ict", "--model-path", str(face_model_npz))
-    assert run("template", str(template), *model).returncode == 0
+    assert run("template", str(ict), *model).returncode == 0 and run("template", str(procedural)).returncode == 0
     made = run("synth", *model, "--identities", "1", "--expressions", "0", "--points", "2000", "--out", str(store),
                "--threads", "--workers", "1")
     assert made.returncode == 0, made.stderr
-    refused = run("evaluate", "--method", "nicp", "--in", str(store), "--out", str(tmp_path / "e0"))
+    assert store_template(str(store)).id == resolve_template(ict).id  # type: ignore[union-attr]
+    assert stores_template(TrainConfig(synth=[str(store)])).id == resolve_template(ict).id  # type: ignore[union-attr]
+    refused = run("evaluate", "--method", "nicp", "--in", str(store), "--out", str(tmp_path / "e0"), "--template", str(procedural))
     assert refused.returncode == 2 and "was made in template" in refused.stderr and "--template" in refused.stderr
-    ok = run("evaluate", "--method", "nicp", "--in", str(store), "--out", str(tmp_path / "e"), "--template", str(template))
+    ok = run("evaluate", "--method", "nicp", "--in", str(store), "--out", str(tmp_path / "e"), "--threads")
     assert ok.returncode == 0, ok.stderr
     report = json.loads((tmp_path / "e" / "report.json").read_text())
-    assert report["method"] == "nicp" and report["samples"] == 1 and report["template"] == resolve_template(template).id
+    assert report["method"] == "nicp" and report["samples"] == 1 and report["template"] == resolve_template(ict).id
     assert report["vertex_mm"]["mean"] < 6.0
+    assert (tmp_path / "e" / "meshes" / "index.csv").is_file()  # evaluate keeps the meshes it measured
     changed = run("synth", *model, "--identities", "1", "--expressions", "0", "--points", "1000", "--out", str(store),
                   "--threads", "--workers", "1")
     assert changed.returncode == 2 and "different plan" in changed.stderr and "--overwrite" in changed.stderr

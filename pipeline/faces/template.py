@@ -7,6 +7,7 @@ and a mismatch between them is caught instead of silently mixing frames.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -57,6 +58,34 @@ class Template:
         np.savez(Path(path), name=self.name, vertices=self.vertices, triangles=self.triangles,
                  landmarks=self.landmarks, unit_mm=self.unit_mm, center_mm=self.center_mm, id=self.id,
                  **{f"region_{k}": np.asarray(v, np.int64) for k, v in self.regions.items()})
+
+
+def template_record(t: Template) -> dict[str, object]:
+    """The template as JSON values, exactly (float64 and int64 bytes in base64): what a store carries,
+    so the commands that read the store can work in its template without the file it came from."""
+    def pack(a: np.ndarray, dtype: str) -> dict[str, object]:
+        return {"shape": list(a.shape), "data": base64.b64encode(np.ascontiguousarray(a, dtype).tobytes()).decode()}
+
+    return {"name": t.name, "id": t.id, "vertices": pack(t.vertices, "<f8"), "triangles": pack(t.triangles, "<i8"),
+            "landmarks": pack(t.landmarks, "<f8"), "unit_mm": t.unit_mm, "center_mm": pack(t.center_mm, "<f8"),
+            "regions": {k: pack(np.asarray(v), "<i8") for k, v in t.regions.items()}}
+
+
+def template_from_record(record: dict[str, object], where: str) -> Template:
+    """The template a `template_record` holds, checked against its recorded id."""
+    def unpack(p: object, dtype: str) -> np.ndarray:
+        d = dict(p)  # type: ignore[call-overload]
+        return np.frombuffer(base64.b64decode(d["data"]), dtype).reshape(d["shape"]).astype(dtype[1:])
+
+    try:
+        t = Template(str(record["name"]), unpack(record["vertices"], "<f8"), unpack(record["triangles"], "<i8"),
+                     unpack(record["landmarks"], "<f8"), float(record["unit_mm"]), unpack(record["center_mm"], "<f8"),  # type: ignore[arg-type]
+                     {k: unpack(v, "<i8") for k, v in dict(record["regions"]).items()})  # type: ignore[call-overload]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ScanFormatError(where, f"the template it records is unreadable ({exc})") from None
+    if t.id != record["id"]:
+        raise ScanFormatError(where, f"the template it records hashes to {t.id}, not its recorded {record['id']}")
+    return t
 
 
 def load_template(path: str | PathLike[str]) -> Template:

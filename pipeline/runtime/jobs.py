@@ -118,13 +118,14 @@ def run_store_job(task: Callable[..., SampleOutcome], make_job: Callable[[str], 
                   columns: Sequence[Column], out: str, options: RunOptions, *, on_start: OnStart | None = None,
                   on_sample: OnSample | None = None,
                   constants: dict[str, tuple[Any, tuple[str, ...]]] | None = None,
-                  after: Callable[[str, str], list[FailureLine]] | None = None) -> RunReport:
+                  after: Callable[[str, str], list[FailureLine]] | None = None,
+                  extra_attrs: dict[str, object] | None = None) -> RunReport:
     """The whole life of a store run, shared by ingest, synth and render-rgbd: take the store's lock,
     create or resume the store, one task per sample still to do, `after(url, plan_key)` (ingest marks
     duplicates there), the manifest, the report. `make_job(plan_key)` builds what every task gets."""
     t_start = time.perf_counter()
     with store_lock(out):
-        todo, done_before = prepare_store(out, plan, ids, columns, options.overwrite, constants)
+        todo, done_before = prepare_store(out, plan, ids, columns, options.overwrite, constants, extra_attrs)
         key = plan_key(plan)
         run = run_tasks(task, make_job(key), todo, ids, options, done_before=done_before, on_start=on_start,
                         on_sample=on_sample)

@@ -18,11 +18,11 @@ import numpy as np
 
 from facepipe.pipeline.errors import CatalogError, FacepipeError
 from facepipe.pipeline.faces.procedural import default_template
-from facepipe.pipeline.faces.template import Template, load_template, template_from_model
+from facepipe.pipeline.faces.template import Template, load_template, template_from_model, template_from_record
 from facepipe.pipeline.io.catalog import get_entry, list_samples, load_catalog
 from facepipe.pipeline.io.ict import load_ict_npz
 from facepipe.pipeline.runtime.naming import file_relatives
-from facepipe.pipeline.runtime.store import OK, open_group, read_plan, read_status, store_state
+from facepipe.pipeline.runtime.store import OK, open_group, read_plan, read_status, store_state, store_template_record
 
 SourceKind = Literal["store", "dataset", "files"]
 
@@ -100,6 +100,12 @@ def resolve_source(inputs: str | Sequence[str], catalog: str | PathLike[str] = "
         return dataset_source(specs[0], catalog, limit)
     missing = [s for s in specs if not Path(s).is_file()]
     raise SourceError(f"not {wanted}: {', '.join(missing)}")
+
+
+def store_template(url: str) -> Template | None:
+    """The template a store was made in, as it carries it (None for stores made before they did)."""
+    record = store_template_record(url)
+    return template_from_record(record, url) if record is not None else None
 
 
 def resolve_template(template: str | PathLike[str] | None = None, ict_model: str | PathLike[str] | None = None) -> Template:

@@ -140,7 +140,8 @@ def read_plan(group: zarr.Group, url: str) -> StorePlan:
 
 
 def create_store(url: str, plan: StorePlan, sample_ids: Sequence[str], columns: Sequence[Column],
-                 constants: dict[str, tuple[np.ndarray, tuple[str, ...]]] | None = None) -> zarr.Group:
+                 constants: dict[str, tuple[np.ndarray, tuple[str, ...]]] | None = None,
+                 extra_attrs: dict[str, object] | None = None) -> zarr.Group:
     """Preallocate every per-sample array (nothing but metadata is written) and write the `constants`
     (arrays shared by all samples, with their dimension names).
 
@@ -148,7 +149,7 @@ def create_store(url: str, plan: StorePlan, sample_ids: Sequence[str], columns: 
     there: a run killed on the way leaves a store that the next run recognises and makes anew."""
     if len(sample_ids) != plan.n_samples:
         raise ValueError(f"{len(sample_ids)} sample ids for a plan of {plan.n_samples}")
-    attrs = {"plan": plan.model_dump(mode="json")}
+    attrs = {"plan": plan.model_dump(mode="json")} | (extra_attrs or {})
     group = zarr.open_group(store=_zarr_store(url), mode="w", zarr_format=3, attributes=attrs | {"creating": True})  # type: ignore[arg-type]
     n = plan.n_samples
     for col in columns:
@@ -177,7 +178,8 @@ def plan_differences(old: StorePlan, new: StorePlan) -> list[str]:
 
 
 def prepare_store(url: str, plan: StorePlan, sample_ids: Sequence[str], columns: Sequence[Column], overwrite: bool,
-                  constants: dict[str, tuple[np.ndarray, tuple[str, ...]]] | None = None) -> tuple[list[int], int]:
+                  constants: dict[str, tuple[np.ndarray, tuple[str, ...]]] | None = None,
+                  extra_attrs: dict[str, object] | None = None) -> tuple[list[int], int]:
     """Create the store, or check that the one there has the same plan; return the samples still to do."""
     state = store_state(url)
     if state == "other":
@@ -191,7 +193,7 @@ def prepare_store(url: str, plan: StorePlan, sample_ids: Sequence[str], columns:
         status = read_status(group)
         todo = [int(i) for i in np.flatnonzero(status != OK)]
         return todo, len(sample_ids) - len(todo)
-    create_store(url, plan, sample_ids, columns, constants)
+    create_store(url, plan, sample_ids, columns, constants, extra_attrs)
     return list(range(len(sample_ids))), 0
 
 
@@ -268,10 +270,12 @@ def compute_manifest(group: zarr.Group) -> Manifest:
 
 
 def finalize(group: zarr.Group, url: str) -> Manifest:
-    """Hash the content and store the manifest beside the plan (the attributes are rewritten whole)."""
+    """Hash the content and store the manifest beside the plan (the attributes are rewritten whole:
+    plan, what the store carries, manifest)."""
     plan = read_plan(group, url)
     manifest = compute_manifest(group)
-    group.attrs.put({"plan": plan.model_dump(mode="json"), "manifest": manifest.model_dump(mode="json")})
+    kept = {k: v for k, v in group.attrs.asdict().items() if k not in ("plan", "manifest", "creating")}
+    group.attrs.put({"plan": plan.model_dump(mode="json")} | kept | {"manifest": manifest.model_dump(mode="json")})
     return manifest
 
 
@@ -293,3 +297,9 @@ def verify_store(url: str) -> VerifyReport:
             problems.append(f"{field} samples: manifest says {getattr(expected, field)}, store has {getattr(actual, field)}")
     return VerifyReport(store=url, ok=not problems, expected=expected.digest, actual=actual.digest,
                         mismatched_arrays=mismatched, problems=problems)
+
+
+def store_template_record(url: str) -> dict[str, object] | None:
+    """The template record a store was made with (stores made before they carried one: None)."""
+    record = open_group(url, "r").attrs.get("template")
+    return record if isinstance(record, dict) else None

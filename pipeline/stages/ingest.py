@@ -20,7 +20,7 @@ import numpy as np
 
 from facepipe.pipeline.errors import FacepipeError, ScanFormatError
 from facepipe.pipeline.faces.landmark_sets import FIVE
-from facepipe.pipeline.faces.template import Template
+from facepipe.pipeline.faces.template import Template, template_record
 from facepipe.pipeline.io.catalog import get_entry, list_samples, load_catalog
 from facepipe.pipeline.io.text import check_regular
 from facepipe.pipeline.runtime.jobs import OnSample, OnStart, run_store_job
@@ -158,4 +158,5 @@ def run_ingest(name: str, catalog: str | PathLike[str], out: str, template: Temp
                          seed=seed, config=config, template=template)
 
     return run_store_job(ingest_sample, make_job, plan, ids, scan_columns(config.n_points, FIVE), out, options,
-                         on_start=on_start, on_sample=on_sample, after=mark_duplicates)
+                         on_start=on_start, on_sample=on_sample, after=mark_duplicates,
+                         extra_attrs={"template": template_record(template)})

@@ -17,7 +17,7 @@ import numpy as np
 
 from facepipe.pipeline.faces.landmark_sets import FIVE
 from facepipe.pipeline.faces.morphable import MorphableModel
-from facepipe.pipeline.faces.template import Template, TemplateMap, template_from_model, template_selection
+from facepipe.pipeline.faces.template import Template, TemplateMap, template_from_model, template_record, template_selection
 from facepipe.pipeline.geometry.align import apply, scale_of, umeyama
 from facepipe.pipeline.geometry.crop import crop_mesh, region_mask
 from facepipe.pipeline.geometry.render import facing_direction, frontal_camera, render, shade
@@ -155,7 +155,8 @@ def run_synth(model: MorphableModel, template: Template, selection: TemplateMap,
     constants = {"template_triangles": (template.triangles.astype(np.int32), ("triangle", "corner")),
                  "template_vertices": (template.vertices.astype(np.float32), ("vertex", "xyz"))}
     return run_store_job(synth_sample, lambda key: SynthJob(out, key, dataset, seed, config, model, template, selection), plan,
-                         ids, columns, out, options, on_start=on_start, on_sample=on_sample, constants=constants)
+                         ids, columns, out, options, on_start=on_start, on_sample=on_sample, constants=constants,
+                         extra_attrs={"template": template_record(template)})
 
 
 def synth_from_model(kind: str, path: str | Path | None, out: str, settings: dict[str, object], *, seed: int = 0,
