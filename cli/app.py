@@ -453,7 +453,6 @@ def evaluate(
     from facepipe.models.correspond import Predictor, choose_template
     from facepipe.models.evaluate import evaluate as run_evaluate
     from facepipe.models.refine import RefineConfig
-    from facepipe.pipeline.runtime.sources import resolve_source
 
     if method not in ("learned", "nicp"):
         raise typer.BadParameter(f"unknown method {method!r} (learned or nicp)")
@@ -462,8 +461,8 @@ def evaluate(
     predictor = Predictor.load(checkpoint, device) if method == "learned" and checkpoint else None
     progress = _Progress(str(out), "evaluate")
     try:
-        tpl = choose_template(predictor, _template(template) if template else None, resolve_source(store, catalog, limit, ("store",)))
-        summary = run_evaluate(store, tpl, predictor, out,
+        given = _template(template) if template else None
+        summary = run_evaluate(store, choose_template(predictor, given) if predictor else given, predictor, out,
                                catalog, limit, RefineConfig() if refine and predictor else None,
                                _options(workers, scheduler, threads, overwrite), on_start=progress.start,
                                on_sample=progress.sample)

@@ -12,7 +12,6 @@ _EXPORTS = {
     "choose_template": ".correspond",
     "source_items": ".correspond",
     "store_items": ".correspond",
-    "file_items": ".correspond",
     "run_correspond": ".correspond:correspond",
     "run_evaluate": ".evaluate:evaluate",
     "RefineConfig": ".refine",

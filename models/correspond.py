@@ -14,7 +14,7 @@ import hashlib
 import io
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +36,9 @@ from facepipe.pipeline.geometry.nicp import nicp
 from facepipe.pipeline.runtime.folders import prepare_folder, write_atomic, write_index, write_row
 from facepipe.pipeline.runtime.jobs import OnSample, OnStart, run_tasks
 from facepipe.pipeline.runtime.lock import store_lock
-from facepipe.pipeline.runtime.naming import file_relatives, output_names
-from facepipe.pipeline.runtime.sources import Source
-from facepipe.pipeline.runtime.store import OK, facepipe_version, open_group, read_status, samples_digest
+from facepipe.pipeline.runtime.naming import output_names
+from facepipe.pipeline.runtime.sources import Source, store_source
+from facepipe.pipeline.runtime.store import facepipe_version, open_group, samples_digest
 from facepipe.schemas.correspond import CorrespondPlan
 from facepipe.schemas.store import RunOptions, SampleOutcome
 from facepipe.schemas.train import TrainConfig
@@ -125,15 +125,12 @@ class Item:
     index: int = -1  # the sample's index in its store (-1: a raw file)
 
 
-def store_items(url: str, limit: int | None = None, rows: Sequence[int] | None = None) -> Iterator[Item]:
-    """The ok samples of a store (or those `rows`), named by their path relative to the dataset root
-    (unique by construction)."""
+def store_items(url: str, limit: int | None = None) -> Iterator[Item]:
+    """The ok samples of a store, named by their path relative to the dataset root (unique by construction)."""
+    source = store_source(url, limit)
     group = open_group(url, "r")
-    paths = group["source_path"][:]
-    ok = [int(i) for i in (np.flatnonzero(read_status(group) == OK)[:limit] if rows is None else rows)]
-    sources = [str(paths[i]) for i in ok]
-    for i, source, name in zip(ok, sources, output_names(sources), strict=True):
-        yield _store_item(group, i, name, source)
+    for position, name in enumerate(item_names(source)):
+        yield _store_item(group, source.indices[position], name, source.ids[position])
 
 
 def _store_item(group: Any, row: int, name: str, source: str) -> Item:
@@ -157,18 +154,6 @@ def file_item(path: Path, name: str, template: Template, n_points: int = 29_495)
     if isinstance(out, Preprocessed):
         return Item(name, printable(str(path)), out.points.astype(np.float64), out.to_template, out.landmarks.astype(np.float64))
     return FacepipeError(f"{out.path}: {out.stage}: {out.reason}")
-
-
-def file_items(paths: list[Path], template: Template, n_points: int = 29_495,
-               relatives: list[str] | None = None) -> Iterator[Item | FacepipeError]:
-    """Raw scans preprocessed on the fly; a scan that fails is yielded as its error.
-
-    `relatives` (each path relative to its dataset root) name the outputs; by default the file
-    names, with the folders that tell same-named files apart, so `a/x.wrl` and `b/x.wrl` never
-    write the same mesh."""
-    relatives = relatives if relatives is not None else file_relatives(paths)
-    for path, name in zip(paths, output_names(relatives), strict=True):
-        yield file_item(path, name, template, n_points)
 
 
 def item_names(source: Source) -> list[str]:
@@ -312,7 +297,7 @@ def _batched(job: CorrespondJob, todo: list[int], batch: int, on_sample: OnSampl
     assert job.predictor is not None
     wanted, seconds = set(todo), {}
     for start in range(0, len(job.names), batch):
-        positions = [p for p in range(start, min(start + batch, len(job.names)))]
+        positions = list(range(start, min(start + batch, len(job.names))))
         if not wanted.intersection(positions):
             continue
         t0 = time.perf_counter()

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facepipe.models.correspond import Item, Predictor, correspond, face_path, source_items
+from facepipe.models.correspond import Item, Predictor, choose_template, correspond, face_path, item_names
 from facepipe.models.refine import RefineConfig
 from facepipe.pipeline.errors import CatalogError, FacepipeError
 from facepipe.pipeline.faces.landmark_sets import BOSPHORUS22, BU3DFE_REGIONS
@@ -59,17 +59,23 @@ def dataset_root(url: str, catalog: Path) -> Path | None:
         return None
 
 
-def evaluate(url: str, template: Template, predictor: Predictor | None, out: Path, catalog: Path = Path("data_catalog.yaml"),
+def evaluate(url: str, template: Template | None, predictor: Predictor | None, out: Path, catalog: Path = Path("data_catalog.yaml"),
              limit: int | None = None, refinement: RefineConfig | None = None, options: RunOptions = RunOptions(),
              on_start: OnStart | None = None, on_sample: OnSample | None = None) -> dict[str, object]:
-    """`url`: a store (synth stores have dense ground truth); `predictor` None: NICP; `refinement`: fit
-    the network's faces to the scans first (learned only; None: the network alone).
+    """`url`: a store (synth stores have dense ground truth); `template` None: the model's, else the
+    store's; `predictor` None: NICP; `refinement`: fit the network's faces to the scans first
+    (learned only; None: the network alone).
 
     The faces are made by `correspond` into `out/meshes/` (the same Dask tasks and resumable folder,
     so a rerun only evaluates again), then measured."""
     source = resolve_source(url, catalog, limit, kinds=("store",))
+    if template is None:
+        template = choose_template(predictor, None, source)
     group = open_group(source.location, "r")
-    items = list(source_items(source, template))
+    to_template, landmarks = group["to_template"][:], group["landmarks"][:].astype(np.float64)
+    # what the measures need of each sample; its points stay in the store (the correspondence tasks read them)
+    items = [Item(name, sid, np.empty((0, 3)), to_template[row], landmarks[row], row)
+             for name, sid, row in zip(item_names(source), source.ids, source.indices, strict=True)]
     if not items:
         raise FacepipeError(f"{url}: no finished sample to evaluate")
     meshes = Path(out) / "meshes"
