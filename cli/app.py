@@ -381,6 +381,69 @@ def train(
                    f"  outputs    metrics.jsonl, losses.png, predictions.png, model.pt, checkpoints/")
 
 
+@app.command("train-encoder")
+def train_encoder(
+    checkpoint: Annotated[Path, typer.Option(help="the `facepipe train` run whose decoders (frozen) the encoder regresses codes for")],
+    out: Annotated[Path, typer.Option(help="run directory: config.json, metrics.jsonl, checkpoints/, PNGs, model.pt")],
+    rgbd: Annotated[list[str] | None, typer.Option(help="rgbd store(s) from render-rgbd (repeatable)")] = None,
+    modality: Annotated[list[str] | None, typer.Option(help="rgbd | depth | rgb (repeatable: branches trained together)")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML/JSON settings (schemas/encoder.py)")] = None,
+    preset: Annotated[str | None, typer.Option(help="tiny (a minute on 2 CPU cores), reference (2 CPU cores, 160x120), full (ResNet-50, GPU)")] = None,
+    no_cross_domain: Annotated[bool, typer.Option("--no-cross-domain", help="leave out paper 2's cross-domain term")] = False,
+    resume: Annotated[bool, typer.Option(help="continue the run in --out from its last checkpoint")] = False,
+) -> None:
+    """Train RGB-D / depth / RGB encoders that regress a trained run's codes and the pose (paper 2)."""
+    from facepipe.models.train_encoder import train_encoder as run_training
+    from facepipe.schemas.encoder import encoder_config
+
+    values = _read_config(config) if config else {}
+    values |= {"checkpoint": str(checkpoint)} | {k: v for k, v in (("rgbd", rgbd), ("modalities", modality)) if v}
+    if no_cross_domain:
+        values["cross_domain"] = False
+    try:
+        cfg = encoder_config(values, preset)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    history = run_training(cfg, out, resume=resume, log=typer.echo)
+    if history and os.environ.get("RANK", "0") == "0":
+        first, last = history[0], history[-1]
+        errors = ", ".join(f"{k[:-7]} {last[k]:.2f} mm" for k in last if k.endswith("_vertex") and cfg.weights.vertex)
+        typer.echo(f"{out}\n  epochs     {len(history)}\n  loss       {first['loss']:.4f} -> {last['loss']:.4f}"
+                   + (f"\n  weighted vertex terms  {errors}" if errors else "")
+                   + "\n  outputs    metrics.jsonl, losses.png, predictions.png, model.pt, checkpoints/")
+
+
+@app.command()
+def reconstruct(
+    checkpoint: Annotated[Path, typer.Option(help="a train-encoder run directory or its model.pt")],
+    inputs: Annotated[list[str], typer.Option("--in", help="an rgbd store, or capture files: depth .png (mm) / .npy (m), or RGB images for --modality rgb (repeatable)")],
+    out: Annotated[Path, typer.Option(help="folder for the meshes (camera space, mm) and index.csv")],
+    modality: Annotated[str | None, typer.Option(help="the branch: rgbd | depth | rgb (default: the run's first)")] = None,
+    intrinsics: Annotated[Path | None, typer.Option(help="intrinsics JSON for every depth file (default: <stem>.json beside each)")] = None,
+    clean: Annotated[bool, typer.Option("--clean", help="store frames: read the true depth instead of the sensor's")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="ply | obj")] = "ply",
+    batch: Annotated[int, typer.Option(min=1, help="frames per network call")] = 16,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Faces from RGB-D, depth or RGB: one mesh per frame in template topology, in camera space."""
+    from facepipe.models.reconstruct import EncoderPredictor, reconstruct as run_reconstruct
+    from facepipe.pipeline.io.frame_files import frame_files
+
+    predictor = EncoderPredictor.load(checkpoint, device)
+    branch = predictor.modality(modality)
+    is_store = len(inputs) == 1 and (Path(inputs[0]).is_dir() or "://" in inputs[0])  # a frame is a file
+    source: str | list = inputs[0] if is_store else frame_files([Path(i) for i in inputs], branch == "rgb", intrinsics)
+    rows = run_reconstruct(source, predictor, out, branch, clean, fmt, batch, overwrite)
+    done = [r for r in rows if r["output"]]
+    residuals = [float(r["residual_mm"]) for r in done if r["residual_mm"] != ""]  # type: ignore[arg-type]
+    typer.echo(f"{out}\n  meshes     {len(done)} ({branch}, {len(predictor.face.template.vertices)} vertices each, camera space, mm), index.csv"
+               + (f"\n  residual   {np.mean(residuals):.2f} mm (depth points to mesh)" if residuals else ""))
+    for r in rows:
+        if r.get("error"):
+            typer.echo(f"  failed     {r['error']}")
+
+
 @app.command()
 def correspond(
     inputs: Annotated[list[str], typer.Option("--in", help="a scans/synth store, a catalog dataset name, or scan files (repeatable)")],
@@ -453,7 +516,13 @@ def evaluate(
     from facepipe.models.correspond import Predictor, choose_template
     from facepipe.models.evaluate import evaluate as run_evaluate
     from facepipe.models.refine import RefineConfig
+    from facepipe.pipeline.runtime.sources import store_source
 
+    if store_source(store).store_kind == "rgbd":
+        if checkpoint is None:
+            raise typer.BadParameter("an rgbd store is evaluated with --checkpoint: a train-encoder run")
+        _evaluate_frames(store, checkpoint, out, limit, device)
+        return
     if method not in ("learned", "nicp"):
         raise typer.BadParameter(f"unknown method {method!r} (learned or nicp)")
     if method == "learned" and checkpoint is None:
@@ -480,6 +549,18 @@ def evaluate(
         typer.echo(f"  BU-3DFE mean over regions {summary['bu3dfe_mean_over_regions_mm']:.2f} mm")
     if "bosphorus22_mean_mm" in summary:
         typer.echo(f"  Bosphorus 22 landmarks {summary['bosphorus22_mean_mm']:.2f} mm")
+
+
+def _evaluate_frames(store: str, checkpoint: Path, out: Path, limit: int | None, device: str) -> None:
+    from facepipe.models.evaluate_frames import evaluate_frames
+    from facepipe.models.reconstruct import EncoderPredictor
+
+    summary = evaluate_frames(store, EncoderPredictor.load(checkpoint, device), out, limit)
+    typer.echo(f"{store} (encoder {summary['encoder']}) -> {out}")
+    typer.echo(f"  {'branch/input':<16} {'frames':>6} {'camera mm':>10} {'pose-fitted mm':>15} {'ms/frame':>9}")
+    for key, r in summary["branches"].items():  # type: ignore[union-attr]
+        typer.echo(f"  {key:<16} {r['frames']:>6} {r['vertex_mm']['mean']:>10.2f} {r['vertex_mm_pose_fitted']['mean']:>15.2f} "
+                   f"{r['ms_per_frame']:>9.1f}")
 
 
 @app.command()

@@ -60,13 +60,17 @@ class Predictor:
     @staticmethod
     def load(path: str | Path, device: str = "auto") -> Predictor:
         """A run directory (its model.pt) or a checkpoint file; loaded with weights_only=True."""
-        from facepipe.pipeline.faces.procedural import default_template
-
         p = Path(path)
         file = p / "model.pt" if p.is_dir() else p
         if not file.exists():
             raise CorrespondError(f"{file}: no such checkpoint (give a run directory with model.pt, or a .pt file)")
-        state = load_checkpoint(file)
+        return Predictor.from_state(load_checkpoint(file), file, device)
+
+    @staticmethod
+    def from_state(state: dict[str, object], file: Path, device: str = "auto") -> Predictor:
+        """The network of a loaded model.pt (`file` names it in errors); encoder runs carry one."""
+        from facepipe.pipeline.faces.procedural import default_template
+
         config = TrainConfig.model_validate_json(str(state["config"]))
         if "template" in state:  # runs carry their template; older ones name its file
             template = template_from_state(state["template"], file)  # type: ignore[arg-type]

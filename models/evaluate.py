@@ -113,9 +113,9 @@ def evaluate(url: str, template: Template | None, predictor: Predictor | None, o
             row[f"{kind}_mm"] = float(np.nanmean(err))
         rows.append(row)
     summary: dict[str, object] = {"store": url, "method": "nicp" if predictor is None else "learned+refine" if refinement else "learned", "samples": len(rows),
-                                  "template": template.id, "five_mm": _stats([r["five_mm"] for r in rows])}
+                                  "template": template.id, "five_mm": summary_stats([r["five_mm"] for r in rows])}
     if has_truth:
-        summary |= {"vertex_mm": _stats([r["vertex_mm"] for r in rows]), "nme": _stats([r["nme"] for r in rows])}
+        summary |= {"vertex_mm": summary_stats([r["vertex_mm"] for r in rows]), "nme": summary_stats([r["nme"] for r in rows])}
     if bu_err:
         regions = region_errors(np.array(bu_err), np.array(bu_ok), BU3DFE_REGIONS)
         summary["bu3dfe_regions_mm"] = {k: {"mean": m, "std": s, "landmarks": n} for k, (m, s, n) in regions.items()}
@@ -137,7 +137,8 @@ def evaluate(url: str, template: Template | None, predictor: Predictor | None, o
     return summary
 
 
-def _stats(values: list[object]) -> dict[str, float]:
+def summary_stats(values: list[object]) -> dict[str, float]:
+    """Mean, std, median and max of one measure over the samples."""
     v = np.array(values, dtype=np.float64)
     return {"mean": float(v.mean()), "std": float(v.std()), "median": float(np.median(v)), "max": float(v.max())}
 

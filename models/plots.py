@@ -11,11 +11,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def plot_losses(history: list[dict[str, object]], path: Path) -> None:
+def plot_losses(history: list[dict[str, object]], path: Path, keys: tuple[str, ...] = ("vertex", "chamfer")) -> None:
     fig, ax = plt.subplots(figsize=(8, 4))
     steps = np.arange(len(history))
     ax.semilogy(steps, [float(h["loss"]) for h in history], "k-", label="total")  # type: ignore[arg-type]
-    for key in ("vertex", "chamfer"):
+    for key in keys:
         if any(key in h for h in history):
             ax.semilogy(steps, [float(h.get(key, np.nan)) for h in history], label=key)  # type: ignore[arg-type]
     for k in range(1, len(history)):

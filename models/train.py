@@ -9,7 +9,6 @@ uninterrupted one. Checkpoints hold state dicts and plain values: they load with
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +23,8 @@ from facepipe.models.basis import pca_basis, training_offsets
 from facepipe.models.losses import (chamfer, edge_lengths, edge_loss, gather, laplacian_loss, neighbour_table, normal_loss,
                                     ray_partners, vertex_l1, vertex_normals)
 from facepipe.models.network import FaceNet
+from facepipe.models.run_files import (load_state, open_run, read_history, save_atomic, scalar_writer, write_config,
+                                       write_history)
 from facepipe.models.store_dataset import StoreDataset
 from facepipe.pipeline.errors import FacepipeError
 from facepipe.pipeline.faces.template import Template, load_template
@@ -156,8 +157,9 @@ class Clock:
         self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
 
 
-def pick_device(config: TrainConfig) -> torch.device:
-    if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available()):
+def pick_device(device: str) -> torch.device:
+    """"auto" | "cpu" | "cuda" as a device; under torchrun, this rank's GPU."""
+    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise TrainError("device cuda asked for, but torch sees no CUDA device")
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
@@ -306,24 +308,18 @@ def template_from_state(state: dict[str, object], where: Path) -> Template:
 
 
 def save_checkpoint(path: Path, run: Run, phase_index: int, epoch: int) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": run.net.state_dict(), "optimizer": run.optimizer.state_dict(), "phase": phase_index, "epoch": epoch,
-                "template_id": run.template.id, "template": template_state(run.template), "config": run.config.model_dump_json(),
-                "torch_rng": torch.get_rng_state()}, tmp)
-    os.replace(tmp, path)
+    save_atomic({"model": run.net.state_dict(), "optimizer": run.optimizer.state_dict(), "phase": phase_index, "epoch": epoch,
+                 "template_id": run.template.id, "template": template_state(run.template), "config": run.config.model_dump_json(),
+                 "torch_rng": torch.get_rng_state()}, path)
 
 
-def load_checkpoint(path: Path) -> dict[str, object]:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)  # never runs code from the file
-    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is one clear error
-        raise TrainError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+load_checkpoint = load_state
 
 
 def build(config: TrainConfig, template: Template) -> Run:
     torch.manual_seed(config.seed)
     world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
-    device = pick_device(config)
+    device = pick_device(config.device)
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     synth = [Samples(u, template, True, config, device) for u in config.synth]  # checks the stores first
@@ -347,17 +343,7 @@ def train(config: TrainConfig, out: Path, resume: bool = False, log: Callable[[s
     from facepipe.pipeline.faces.procedural import default_template
 
     template = load_template(config.template) if config.template else stores_template(config) or default_template()
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "checkpoints").mkdir(exist_ok=True)
-    last = out / "checkpoints" / "last.pt"
-    saved = out / "config.json"
-    if resume:
-        if not last.exists():
-            raise TrainError(f"{out}: nothing to resume (no checkpoints/last.pt)")
-        if saved.exists() and json.loads(saved.read_text()) != json.loads(config.model_dump_json()):
-            raise TrainError(f"{out} was trained with another config; start a new run directory")
-    elif last.exists():
-        raise TrainError(f"{out} already has a run: resume it, or train into another directory", remedy="resume")
+    last = open_run(out, config, resume)
     run = build(config, template)
     done = -1
     if resume:
@@ -369,15 +355,11 @@ def train(config: TrainConfig, out: Path, resume: bool = False, log: Callable[[s
         torch.set_rng_state(state["torch_rng"])  # type: ignore[arg-type]
         done = next(k for k, (i, _, e) in enumerate(schedule(config)) if (i, e) == (state["phase"], state["epoch"]))
         log(f"resuming after phase {config.phases[int(state['phase'])].name} epoch {state['epoch']}")  # type: ignore[call-overload]
-    if run.rank == 0:
-        saved.write_text(config.model_dump_json(indent=2) + "\n")
-    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()] if resume else []
-    history = history[: done + 1]
+    history = read_history(out, done)
     writer = None
     if run.rank == 0:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(out / "tensorboard"), purge_step=done + 1)  # a resumed run drops what came after
+        write_config(out, config)
+        writer = scalar_writer(out, done)
     try:
         for k, (i, phase, epoch) in enumerate(schedule(config)):
             if k <= done:
@@ -388,8 +370,7 @@ def train(config: TrainConfig, out: Path, resume: bool = False, log: Callable[[s
             record = {"phase": phase.name, "epoch": epoch, "step": k} | metrics
             history.append(record)
             if run.rank == 0:
-                with open(out / "metrics.jsonl", "w") as f:
-                    f.writelines(json.dumps(r) + "\n" for r in history)
+                write_history(out, history)
                 save_checkpoint(last, run, i, epoch)
                 for key, value in metrics.items():
                     writer.add_scalar(key, value, k)  # type: ignore[union-attr]

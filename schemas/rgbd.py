@@ -65,3 +65,19 @@ class RenderConfig(BaseModel):
     roll_deg: tuple[float, float] = (-10.0, 10.0)
     distance_jitter_mm: float = Field(30.0, ge=0, description="the face's distance varies by +- this")
     sh_strength: float = Field(0.5, ge=0, description="scale of the random spherical-harmonics lighting bands 1-2")
+
+
+class Intrinsics(BaseModel):
+    """A depth camera's intrinsics JSON, as `facepipe reconstruct` reads it beside a depth image."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fx: float = Field(gt=0)
+    fy: float = Field(gt=0)
+    cx: float
+    cy: float
+    width: int = Field(ge=1)
+    height: int = Field(ge=1)
+
+    def matrix(self) -> list[list[float]]:
+        return [[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]]

@@ -10,6 +10,7 @@ import torch
 
 from facepipe.models import train as train_mod
 from facepipe.models.network import FaceNet
+from facepipe.models.run_files import RunDirError
 from facepipe.models.train import TrainError, set_phase, train
 from facepipe.pipeline.faces.procedural import default_template, procedural_model
 from facepipe.pipeline.faces.template import template_selection
@@ -110,14 +111,14 @@ def test_resume_after_an_interruption_ends_exactly_where_an_uninterrupted_run_do
         train(cfg, tmp_path / "cut", log=lambda _: None)
     assert (tmp_path / "cut" / "checkpoints" / "interrupted.pt").exists()
     monkeypatch.setattr(train_mod.Run, "epoch", real_epoch)
-    with pytest.raises(TrainError, match="already has a run"):
+    with pytest.raises(RunDirError, match="already has a run"):
         train(cfg, tmp_path / "cut", log=lambda _: None)
     resumed = train(cfg, tmp_path / "cut", resume=True, log=lambda _: None)
     assert [h["loss"] for h in resumed] == [h["loss"] for h in full]
     a = torch.load(tmp_path / "full" / "model.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "cut" / "model.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    with pytest.raises(TrainError, match="another config"):
+    with pytest.raises(RunDirError, match="another config"):
         train(small(*stores, lr=5e-4), tmp_path / "cut", resume=True, log=lambda _: None)
 
 
@@ -131,7 +132,7 @@ def test_guards(stores: tuple[str, str], tmp_path: Path) -> None:
     template_from_model(procedural_model(), target_vertices=4000).save(other)
     with pytest.raises(TrainError, match="was made with template"):
         train(small(synth, scans, template=str(other)), tmp_path / "y", log=lambda _: None)
-    with pytest.raises(TrainError, match="nothing to resume"):
+    with pytest.raises(RunDirError, match="nothing to resume"):
         train(small(synth, scans), tmp_path / "z", resume=True, log=lambda _: None)
     assert Phase(name="joint").synthetic_epochs == 10  # the paper's schedule is the default
 

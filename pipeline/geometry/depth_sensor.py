@@ -136,3 +136,21 @@ class StructuredLight:
         if p.depth_step_mm:
             depth = np.round(depth / p.depth_step_mm) * p.depth_step_mm
         return Capture(ir8, depth.astype(np.float32), clean.astype(np.float32), lit)
+
+
+def mesh_depth(vertices: np.ndarray, triangles: np.ndarray, k: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) depth (mm along the optical axis) of a camera-space mesh seen through OpenCV intrinsics
+    `k`, NaN where no triangle is hit: what a perfect sensor would see of a reconstruction."""
+    h, w = shape
+    cols, rows = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
+    d = np.stack([(cols - k[0, 2]) / k[0, 0], (rows - k[1, 2]) / k[1, 1], np.ones_like(cols)], -1)
+    unit = d / np.linalg.norm(d, axis=-1, keepdims=True)
+    hits = Raycaster(vertices, triangles).cast(np.concatenate([np.zeros_like(unit), unit], -1))
+    return np.where(hits.mask, hits.depth * unit[..., 2], np.nan).astype(np.float32)
+
+
+def colorize(depth: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """(H, W, 3) uint8 turbo colour map of a depth image; holes black."""
+    scaled = np.clip((np.nan_to_num(depth, nan=hi) - lo) / max(hi - lo, 1e-6), 0, 1)
+    img = cv2.applyColorMap((scaled * 255).astype(np.uint8), cv2.COLORMAP_TURBO)[..., ::-1]
+    return np.where(np.isfinite(depth)[..., None], img, 0).astype(np.uint8)

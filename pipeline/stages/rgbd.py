@@ -4,7 +4,9 @@ Sources are the meshes of a synth store (the ground-truth faces, mm) or the raw 
 dataset (with their textures). Every sample is one source face in a random head pose, at a jittered
 working distance, captured by the preset's device: RGB (the texture, or a skin albedo under random
 3-band spherical-harmonics light), the matcher's depth with its holes and artefacts, the true depth,
-the camera-space XYZ image, intrinsics and extrinsics (source frame -> OpenCV camera).
+the camera-space XYZ image, intrinsics and extrinsics (source frame -> OpenCV camera). Frames of a
+synth store also carry their ground truth in template topology, in camera space (`vertices`, mm) and
+in the template frame (`vertices_template`): what the RGB-D encoders are trained and measured on.
 """
 
 from __future__ import annotations
@@ -13,14 +15,13 @@ import functools
 import time
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 from scipy.spatial.transform import Rotation
 
 from facepipe.pipeline.errors import FacepipeError
 from facepipe.pipeline.faces.landmark_sets import FIVE
 from facepipe.pipeline.geometry.align import apply
-from facepipe.pipeline.geometry.depth_sensor import StructuredLight, depth_to_xyz, intrinsics, world_to_camera
+from facepipe.pipeline.geometry.depth_sensor import StructuredLight, colorize, depth_to_xyz, intrinsics, world_to_camera
 from facepipe.pipeline.geometry.render import Hits, Raycaster, surface_colors
 from facepipe.pipeline.geometry.scan import Scan
 from facepipe.pipeline.io.registry import read_scan
@@ -142,6 +143,11 @@ def _render(job: RgbdJob, index: int, position: int, sample_id: str, scan: Scan,
               "xyz": depth_to_xyz(shot.depth, k).astype(np.float32), "mask": np.isfinite(shot.depth),
               "intrinsics": k, "extrinsics": world_to_camera(camera) @ pose_t, "pose_deg": pose.astype(np.float32),
               "source_index": job.source.indices[position], "source_sample": job.source.ids[position]}
+    if job.source.kind == "store":  # the face is the ground truth in template topology
+        group, _ = _synth_arrays(job.source.location)
+        values["vertices"] = apply(values["extrinsics"] @ np.linalg.inv(group["to_template"][job.source.indices[position]]),
+                                   group["vertices"][job.source.indices[position]].astype(np.float64)).astype(np.float32)
+        values["vertices_template"] = group["vertices"][job.source.indices[position]]
     t3 = time.perf_counter()
     SampleWriter(job.url, job.plan_key).write(index, values, OK)
     return SampleOutcome(index=index, path=sample_id, status="ok",
@@ -161,7 +167,8 @@ def rgb_image(face: Scan, hits: Hits, rng: np.random.Generator, strength: float)
     return np.clip(img + rng.normal(0.0, 1.5, img.shape), 0, 255).astype(np.uint8)  # sensor noise
 
 
-def rgbd_columns(config: RenderConfig) -> list[Column]:
+def rgbd_columns(config: RenderConfig, n_vertices: int | None = None) -> list[Column]:
+    """The arrays of `rgbd.zarr`; `n_vertices`: the template's, for frames of a synth store (ground truth)."""
     h, w = config.preset.height, config.preset.width
     image, cam = ("row", "col"), {"frame": "OpenCV camera: x right, y down, z forward, mm"}
     return [
@@ -176,6 +183,10 @@ def rgbd_columns(config: RenderConfig) -> list[Column]:
         Column("pose_deg", (3,), "float32", np.nan, ("angle",), {"names": ["yaw", "pitch", "roll"]}),
         Column("source_index", (), "int32", -1, (), {"description": "sample index in the source store"}),
         Column("source_sample", (), str, "", (), {"description": "the source sample id or file"}),
+        *([Column("vertices", (n_vertices, 3), "float32", np.nan, ("vertex", "xyz"),
+                  {"description": "ground truth in template topology, camera space (mm)", **cam}),
+           Column("vertices_template", (n_vertices, 3), "float32", np.nan, ("vertex", "xyz"),
+                  {"description": "ground truth in template topology, template frame"})] if n_vertices else []),
         *bookkeeping_columns(),
     ]
 
@@ -194,15 +205,9 @@ def run_render_rgbd(source: Source, out: str, config: RenderConfig, *, seed: int
                      format={"store": "synth"}.get(source.kind, source.kind), seed=seed,
                      config=config, template_id=source.template_id, template_name="", landmark_names=FIVE,
                      n_samples=len(ids), samples_sha256=samples_digest(ids))
-    return run_store_job(render_sample, lambda key: RgbdJob(out, key, seed, config, source), plan, ids, rgbd_columns(config),
-                         out, options, on_start=on_start, on_sample=on_sample)
-
-
-def colorize(depth: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """(H, W, 3) uint8 turbo colour map of a depth image; holes black."""
-    scaled = np.clip((np.nan_to_num(depth, nan=hi) - lo) / max(hi - lo, 1e-6), 0, 1)
-    img = cv2.applyColorMap((scaled * 255).astype(np.uint8), cv2.COLORMAP_TURBO)[..., ::-1]
-    return np.where(np.isfinite(depth)[..., None], img, 0).astype(np.uint8)
+    n_vertices = open_group(source.location, "r")["vertices"].shape[1] if source.kind == "store" else None
+    return run_store_job(render_sample, lambda key: RgbdJob(out, key, seed, config, source), plan, ids,
+                         rgbd_columns(config, n_vertices), out, options, on_start=on_start, on_sample=on_sample)
 
 
 def contact_sheet(url: str, count: int = 4) -> np.ndarray:

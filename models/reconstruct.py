@@ -1,0 +1,162 @@
+"""`facepipe reconstruct`: one mesh per RGB-D, depth or RGB frame, in template topology, in camera space.
+
+Inputs are an rgbd store (its ok frames) or capture files (`pipeline/io/frame_files.py`). The
+encoder branch regresses the codes of its frozen decoders and a pose; the mesh is written in the
+frame's camera space (OpenCV: x right, y down, z forward, mm) and listed in `index.csv` with its
+residual (mean distance from the frame's depth points to the mesh, mm). The folder is a resumable
+result like correspond's; a frame that cannot be read is a failure row, and the rest go on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import trimesh
+from scipy.spatial import cKDTree
+
+from facepipe.models.correspond import Predictor
+from facepipe.models.encoder import FaceEncoder, posed
+from facepipe.models.frames import FramesError, anchors, network_input, prepare, read_frames
+from facepipe.models.run_files import load_state
+from facepipe.pipeline.errors import FacepipeError, printable
+from facepipe.pipeline.io.frame_files import FrameFiles, read_frame
+from facepipe.pipeline.runtime.folders import prepare_folder, write_atomic, write_index, write_row
+from facepipe.pipeline.runtime.lock import store_lock
+from facepipe.pipeline.runtime.naming import file_relatives, output_names
+from facepipe.pipeline.runtime.store import facepipe_version, samples_digest
+from facepipe.schemas.encoder import EncoderConfig, ReconstructPlan
+
+FIELDS = ("source", "output", "modality", "residual_mm", "error")
+
+
+class ReconstructError(FacepipeError):
+    """An encoder run or an input that cannot be used."""
+
+
+@dataclass
+class EncoderPredictor:
+    """A trained encoder run: its branches, and the decoders (with their template) it regresses codes for."""
+
+    encoder: FaceEncoder
+    face: Predictor
+    config: EncoderConfig
+    device: torch.device
+
+    @staticmethod
+    def load(path: str | Path, device: str = "auto") -> EncoderPredictor:
+        """A `facepipe train-encoder` run directory (its model.pt) or checkpoint; weights_only=True."""
+        p = Path(path)
+        file = p / "model.pt" if p.is_dir() else p
+        if not file.exists():
+            raise ReconstructError(f"{file}: no such encoder run (give a train-encoder run directory or its model.pt)")
+        state = load_state(file)
+        if "decoders" not in state:
+            raise ReconstructError(f"{file} is not an encoder run (a `facepipe train` run? train an encoder on it first)")
+        config = EncoderConfig.model_validate_json(str(state["config"]))
+        face = Predictor.from_state(state["decoders"], file, device)
+        encoder = FaceEncoder(config.modalities, face.net.identity_head.out_features, face.net.expression_head.out_features,
+                              config.backbone, config.shared_stages)
+        encoder.load_state_dict(state["encoder"])
+        encoder.requires_grad_(False)
+        return EncoderPredictor(encoder.to(face.device).eval(), face, config, face.device)
+
+    @property
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(self.face.fingerprint.encode())
+        for name, tensor in sorted(self.encoder.state_dict().items()):
+            h.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def modality(self, wanted: str | None) -> str:
+        if wanted is None:
+            return self.config.modalities[0]
+        if wanted not in self.config.modalities:
+            raise ReconstructError(f"this encoder has the {', '.join(self.config.modalities)} branch(es), not {wanted}")
+        return wanted
+
+    def predict(self, rgb: np.ndarray, xyz: np.ndarray, modality: str) -> np.ndarray:
+        """(N, V, 3) camera-space faces (mm) from frames at the input size."""
+        anchor = anchors(xyz, modality, float(self.encoder.distance_mm))
+        with torch.no_grad():
+            out = self.encoder.branch(network_input(rgb, xyz, anchor, modality, self.device), modality)
+            faces = self.face.net.decode(out["identity_code"], out["expression_code"]).float()
+            camera = posed(faces, out, torch.as_tensor(anchor, device=self.device))
+        return camera.cpu().numpy().astype(np.float64)
+
+
+def residual_mm(mesh: np.ndarray, xyz: np.ndarray) -> float | str:
+    """Mean distance from the frame's depth points to the mesh's vertices (mm); "" without depth."""
+    pts = xyz.reshape(-1, 3)
+    pts = pts[np.isfinite(pts).all(1)]
+    return round(float(cKDTree(mesh).query(pts)[0].mean()), 4) if len(pts) else ""
+
+
+def reconstruct(inputs: str | list[FrameFiles], predictor: EncoderPredictor, out: Path, modality: str | None = None,
+                clean_input: bool = False, fmt: str = "ply", batch: int = 16, overwrite: bool = False) -> list[dict[str, object]]:
+    """Meshes of every frame of an rgbd store (`inputs` a URL) or of capture files into `out`, with
+    index.csv; returns the index rows (failures with their reason)."""
+    m = predictor.modality(modality)
+    if fmt not in ("ply", "obj"):
+        raise ReconstructError(f"unknown mesh format {fmt!r} (ply or obj)")
+    cfg = predictor.config
+    if isinstance(inputs, str):
+        frames = read_frames(inputs, cfg.width, cfg.height, clean_input=clean_input)
+        sources = frames.ids
+        loaded = [_checked(frames.rgb[i], frames.xyz[i], m, f"{inputs}#{frames.ids[i]}") for i in range(len(frames))]
+    else:
+        sources = file_relatives([f.source for f in inputs])
+        loaded = [_load(f, m, cfg) for f in inputs]
+    names = output_names(sources)
+    plan = ReconstructPlan(facepipe_version=facepipe_version(), modality=m, clean_input=clean_input,  # type: ignore[arg-type]
+                           model_sha256=predictor.fingerprint, template_id=predictor.face.template.id, fmt=fmt,  # type: ignore[arg-type]
+                           batch=batch, n_samples=len(names),
+                           samples_sha256=samples_digest([f"{s}\t{n}" for s, n in zip(sources, names, strict=True)]))
+    triangles = predictor.face.template.triangles
+    with store_lock(str(out)):
+        done = prepare_folder(out, plan, overwrite)
+        for start in range(0, len(names), batch):
+            positions = [p for p in range(start, min(start + batch, len(names))) if p not in done]
+            if not positions:
+                continue
+            good = [p for p in range(start, min(start + batch, len(names))) if not isinstance(loaded[p], FacepipeError)]
+            meshes = dict(zip(good, predictor.predict(np.stack([loaded[p][0] for p in good]), np.stack([loaded[p][1] for p in good]), m)
+                              if good else [], strict=True))
+            for p in positions:
+                row: dict[str, object] = {"position": p, "source": printable(sources[p]), "modality": m}
+                if p not in meshes:
+                    write_row(out, p, row | {"output": "", "residual_mm": "", "error": printable(str(loaded[p]))})
+                    continue
+                data = trimesh.Trimesh(meshes[p], triangles, process=False).export(file_type=fmt)
+                write_atomic(out / f"{names[p]}.{fmt}", data.encode() if isinstance(data, str) else data)
+                write_row(out, p, row | {"output": f"{names[p]}.{fmt}", "residual_mm": residual_mm(meshes[p], loaded[p][1]),
+                                         "error": ""})
+        rows = write_index(out, FIELDS)
+        t = predictor.face.template
+        write_atomic(out / "template.json", json.dumps({"template": t.name, "id": t.id, "vertices": len(t.vertices),
+                                                        "triangles": len(t.triangles), "frame": "OpenCV camera, mm"}).encode())
+    return rows
+
+
+def _load(files: FrameFiles, modality: str, cfg: EncoderConfig) -> tuple[np.ndarray, np.ndarray] | FacepipeError:
+    """A capture at the input size, or the error that names its file (batches fixed by position
+    keep the bits of every other frame the same)."""
+    try:
+        frame = read_frame(files, need_rgb=modality == "rgbd")
+        if modality != "rgb" and frame.depth is None:
+            raise ReconstructError(f"{files.source}: the {modality} branch needs a depth image")
+        k = frame.k if frame.k is not None else np.eye(3)  # RGB alone enters the network as pixels: any K serves
+        rgb, xyz, _ = prepare(frame.rgb, frame.depth if modality != "rgb" else None, k, cfg.width, cfg.height, str(files.source))
+    except FacepipeError as exc:
+        return exc
+    return _checked(rgb, xyz, modality, str(files.source))
+
+
+def _checked(rgb: np.ndarray, xyz: np.ndarray, modality: str, where: str) -> tuple[np.ndarray, np.ndarray] | FacepipeError:
+    if modality != "rgb" and not np.isfinite(xyz).all(-1).any():
+        return FramesError(f"{where}: no valid depth pixel at the encoder's input size")
+    return rgb, xyz

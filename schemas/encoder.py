@@ -1,0 +1,92 @@
+"""`facepipe train-encoder` settings: which trained decoders, which RGB-D stores, which branches, losses."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Modality = Literal["rgbd", "depth", "rgb"]
+CHANNELS: dict[str, int] = {"rgb": 3, "rgbd": 6, "depth": 3}  # RGB; RGB + camera XYZ; camera XYZ
+
+
+class EncoderWeights(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    code: float = Field(1.0, ge=0, description="L1 on the standardised codes, frames whose codes are known")
+    vertex: float = Field(0.1, ge=0, description="per mm of mean vertex distance to the posed ground truth (camera space)")
+    cross_domain: float = Field(0.1, ge=0, description="per mm of robust Chamfer between the prediction from sensor depth and the clean depth")
+    cross_domain_mm: float = Field(8.0, gt=0, description="the robust Chamfer counts a distance up to this (mm)")
+    photometric: float = Field(1.0, ge=0, description="RGB branch: L1 between the image and albedo x SH shading at visible vertices")
+
+
+class EncoderConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    checkpoint: str = Field(description="the `facepipe train` run whose decoders (frozen) the codes are for")
+    rgbd: list[str] = Field(min_length=1, description="rgbd stores to train on")
+    modalities: tuple[Modality, ...] = Field(("rgbd",), min_length=1, description="branches trained together")
+    backbone: Literal["resnet18", "resnet34", "resnet50"] = "resnet18"
+    backbone_weights: str | None = Field(None, description="a local torchvision ResNet state dict (.pth); nothing is downloaded")
+    shared_stages: int = Field(2, ge=0, le=4, description="ResNet stages the branches share after their own stems")
+    width: int = Field(160, ge=32, description="input images are resized to width x height")
+    height: int = Field(120, ge=32)
+    epochs: int = Field(40, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    lr_halve_every: int = Field(15, ge=1)
+    cross_domain: bool = Field(True, description="paper 2's cross-domain term (off: to measure what it brings)")
+    chamfer_points: int = Field(1024, ge=16, description="clean-depth points per frame for the cross-domain term")
+    code_fit_steps: int = Field(150, ge=0, description="steps fitting the decoders' codes to each ground-truth face (the code targets)")
+    weights: EncoderWeights = EncoderWeights()
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = Field(True, description="bf16 autocast on CUDA")
+    preview_samples: int = Field(4, ge=0)
+
+
+def tiny_encoder(checkpoint: str, rgbd: list[str]) -> EncoderConfig:
+    """A few rendered faces on 2 CPU cores in a minute or two: ResNet-18 at 80 x 64."""
+    return EncoderConfig(checkpoint=checkpoint, rgbd=rgbd, modalities=("depth",), width=80, height=64, epochs=25,
+                         batch_size=8, lr=2e-3, lr_halve_every=10, code_fit_steps=100, device="cpu")
+
+
+def reference_encoder(checkpoint: str, rgbd: list[str]) -> EncoderConfig:
+    """ResNet-18 at 160 x 120 on 2 CPU cores: hundreds of frames in tens of minutes."""
+    return EncoderConfig(checkpoint=checkpoint, rgbd=rgbd, epochs=40, batch_size=16, lr=1e-3, lr_halve_every=15, device="cpu")
+
+
+def full_encoder(checkpoint: str, rgbd: list[str]) -> EncoderConfig:
+    """Paper 2's ResNet-50 branches, for a GPU."""
+    return EncoderConfig(checkpoint=checkpoint, rgbd=rgbd, modalities=("rgbd", "depth", "rgb"), backbone="resnet50",
+                         epochs=60, batch_size=32, lr=3e-4, lr_halve_every=20, device="auto")
+
+
+ENCODER_PRESETS = {"tiny": tiny_encoder, "reference": reference_encoder, "full": full_encoder}
+
+
+def encoder_config(values: dict[str, object], preset: str | None = None) -> EncoderConfig:
+    """Settings (from a file and flags) laid over a preset's; raises ValueError on bad settings."""
+    if preset is None:
+        return EncoderConfig.model_validate(values)
+    if preset not in ENCODER_PRESETS:
+        raise ValueError(f"unknown preset {preset!r} (have: {', '.join(ENCODER_PRESETS)})")
+    rest = dict(values)
+    base = ENCODER_PRESETS[preset](str(rest.pop("checkpoint", "")), list(rest.pop("rgbd", [])))  # type: ignore[call-overload]
+    return EncoderConfig.model_validate(base.model_dump() | rest)
+
+
+class ReconstructPlan(BaseModel):
+    """What decides a reconstruction folder's bytes: a rerun resumes only into a folder with an equal plan."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    facepipe_version: str
+    modality: Modality
+    clean_input: bool = Field(description="store frames: XYZ from the true depth instead of the sensor's")
+    model_sha256: str = Field(description="hash of the encoder's and decoders' weights")
+    template_id: str
+    fmt: Literal["ply", "obj"]
+    batch: int = Field(description="frames per network call: it decides the bits")
+    n_samples: int
+    samples_sha256: str = Field(description="hash of the ordered (source, output name) list")
