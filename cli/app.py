@@ -407,9 +407,9 @@ def train_encoder(
     history = run_training(cfg, out, resume=resume, log=typer.echo)
     if history and os.environ.get("RANK", "0") == "0":
         first, last = history[0], history[-1]
-        errors = ", ".join(f"{k[:-7]} {last[k]:.2f} mm" for k in last if k.endswith("_vertex") and cfg.weights.vertex)
+        errors = ", ".join(f"{k[:-7]} {last[k] / cfg.weights.vertex:.2f} mm" for k in last if k.endswith("_vertex") and cfg.weights.vertex)
         typer.echo(f"{out}\n  epochs     {len(history)}\n  loss       {first['loss']:.4f} -> {last['loss']:.4f}"
-                   + (f"\n  weighted vertex terms  {errors}" if errors else "")
+                   + (f"\n  vertices   {errors} (last epoch, training frames, camera space)" if errors else "")
                    + "\n  outputs    metrics.jsonl, losses.png, predictions.png, model.pt, checkpoints/")
 
 
@@ -424,17 +424,19 @@ def reconstruct(
     fmt: Annotated[str, typer.Option("--format", help="ply | obj")] = "ply",
     batch: Annotated[int, typer.Option(min=1, help="frames per network call")] = 16,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    refine: Annotated[bool, typer.Option(help="fit each face to its frame's depth after the encoder (codes and pose)")] = True,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Faces from RGB-D, depth or RGB: one mesh per frame in template topology, in camera space."""
     from facepipe.models.reconstruct import EncoderPredictor, reconstruct as run_reconstruct
     from facepipe.pipeline.io.frame_files import frame_files
+    from facepipe.schemas.encoder import FitConfig
 
     predictor = EncoderPredictor.load(checkpoint, device)
     branch = predictor.modality(modality)
     is_store = len(inputs) == 1 and (Path(inputs[0]).is_dir() or "://" in inputs[0])  # a frame is a file
     source: str | list = inputs[0] if is_store else frame_files([Path(i) for i in inputs], branch == "rgb", intrinsics)
-    rows = run_reconstruct(source, predictor, out, branch, clean, fmt, batch, overwrite)
+    rows = run_reconstruct(source, predictor, out, branch, clean, fmt, batch, overwrite, FitConfig() if refine else None)
     done = [r for r in rows if r["output"]]
     residuals = [float(r["residual_mm"]) for r in done if r["residual_mm"] != ""]  # type: ignore[arg-type]
     typer.echo(f"{out}\n  meshes     {len(done)} ({branch}, {len(predictor.face.template.vertices)} vertices each, camera space, mm), index.csv"
@@ -521,7 +523,7 @@ def evaluate(
     if store_source(store).store_kind == "rgbd":
         if checkpoint is None:
             raise typer.BadParameter("an rgbd store is evaluated with --checkpoint: a train-encoder run")
-        _evaluate_frames(store, checkpoint, out, limit, device)
+        _evaluate_frames(store, checkpoint, out, limit, device, refine)
         return
     if method not in ("learned", "nicp"):
         raise typer.BadParameter(f"unknown method {method!r} (learned or nicp)")
@@ -551,16 +553,18 @@ def evaluate(
         typer.echo(f"  Bosphorus 22 landmarks {summary['bosphorus22_mean_mm']:.2f} mm")
 
 
-def _evaluate_frames(store: str, checkpoint: Path, out: Path, limit: int | None, device: str) -> None:
+def _evaluate_frames(store: str, checkpoint: Path, out: Path, limit: int | None, device: str, refine: bool) -> None:
     from facepipe.models.evaluate_frames import evaluate_frames
     from facepipe.models.reconstruct import EncoderPredictor
+    from facepipe.schemas.encoder import FitConfig
 
-    summary = evaluate_frames(store, EncoderPredictor.load(checkpoint, device), out, limit)
-    typer.echo(f"{store} (encoder {summary['encoder']}) -> {out}")
-    typer.echo(f"  {'branch/input':<16} {'frames':>6} {'camera mm':>10} {'pose-fitted mm':>15} {'ms/frame':>9}")
+    summary = evaluate_frames(store, EncoderPredictor.load(checkpoint, device), out, limit, fit=FitConfig() if refine else None)
+    typer.echo(f"{store} (encoder {summary['encoder']}, {'fitted to the depth' if refine else 'encoder alone'}) -> {out}")
+    typer.echo(f"  {'branch/input':<16} {'frames':>6} {'camera mm':>10} {'pose-fitted mm':>15} {'+ scale mm':>11} {'ms/frame':>9}")
     for key, r in summary["branches"].items():  # type: ignore[union-attr]
         typer.echo(f"  {key:<16} {r['frames']:>6} {r['vertex_mm']['mean']:>10.2f} {r['vertex_mm_pose_fitted']['mean']:>15.2f} "
-                   f"{r['ms_per_frame']:>9.1f}")
+                   f"{r['vertex_mm_similarity_fitted']['mean']:>11.2f} {r['ms_per_frame']:>9.1f}")
+    typer.echo(f"  the decoders' own closest faces: {summary['decoders_best_fit_mm']['mean']:.2f} mm (no encoder of them does better)")  # type: ignore[index]
 
 
 @app.command()

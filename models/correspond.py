@@ -28,6 +28,7 @@ from scipy.spatial import cKDTree
 
 from facepipe.models.network import FaceNet
 from facepipe.models.refine import RefineConfig, refine
+from facepipe.models.run_files import model_file
 from facepipe.models.train import load_checkpoint, template_from_state
 from facepipe.pipeline.errors import FacepipeError, printable
 from facepipe.pipeline.faces.template import Template, load_template
@@ -60,8 +61,7 @@ class Predictor:
     @staticmethod
     def load(path: str | Path, device: str = "auto") -> Predictor:
         """A run directory (its model.pt) or a checkpoint file; loaded with weights_only=True."""
-        p = Path(path)
-        file = p / "model.pt" if p.is_dir() else p
+        file = model_file(path)
         if not file.exists():
             raise CorrespondError(f"{file}: no such checkpoint (give a run directory with model.pt, or a .pt file)")
         return Predictor.from_state(load_checkpoint(file), file, device)

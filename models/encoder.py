@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -87,6 +88,13 @@ class FaceEncoder(nn.Module):
         self.register_buffer("code_std", torch.ones(identity_dim + expression_dim))
         self.register_buffer("scale_mm", torch.tensor(100.0))  # mean mm per template unit of the training faces
         self.register_buffer("distance_mm", torch.tensor(400.0))  # their mean distance: where RGB predictions start
+
+    @torch.no_grad()
+    def set_mean_offset(self, modality: str, offset_mm: np.ndarray) -> None:
+        """Start a branch at the training faces' mean offset from their anchor (the XYZ centroid lies
+        behind the nose, the template origin elsewhere)."""
+        k = self.identity_dim + self.expression_dim
+        self.heads[modality].bias[k + 6:k + 9] = torch.as_tensor(offset_mm / 100.0, dtype=torch.float32)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
         return {m: self.branch(x, m) for m, x in inputs.items()}

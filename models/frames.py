@@ -89,7 +89,7 @@ def read_frames(url: str, width: int, height: int, clean_input: bool = False, cl
         raise FramesError(f"{url}: no finished frame")
     ids = [str(s) for s in group["source_path"][:]]
     has_truth = "vertices" in group
-    parts: dict[str, list[np.ndarray]] = {"rgb": [], "xyz": [], "k": [], "truth": [], "truth_template": [], "clean": []}
+    rgbs, xyzs, ks, clean, truth, truth_template = [], [], [], [], [], []
     for start in range(0, len(ok), CHUNK):
         rows = ok[start:start + CHUNK]
         lo, hi = int(rows[0]), int(rows[-1]) + 1
@@ -98,19 +98,17 @@ def read_frames(url: str, width: int, height: int, clean_input: bool = False, cl
         true = group["depth_clean"][lo:hi] if clean_count else None
         for r in rows - lo:
             a, b, c = prepare(rgb[r], depth[r], k[r], width, height, f"{url}#{ids[lo + r]}")
-            parts["rgb"].append(a)
-            parts["xyz"].append(b)
-            parts["k"].append(c)
+            rgbs.append(a)
+            xyzs.append(b)
+            ks.append(c)
             if true is not None:
-                parts["clean"].append(clean_points(true[r], k[r], clean_count, np.random.default_rng([seed, lo + int(r)])))
+                clean.append(clean_points(true[r], k[r], clean_count, np.random.default_rng([seed, lo + int(r)])))
         if has_truth:
-            parts["truth"].append(group["vertices"][lo:hi][rows - lo])
-            parts["truth_template"].append(group["vertices_template"][lo:hi][rows - lo])
-    stacked = {key: np.stack(v) if v and v[0].ndim > 1 and key not in ("truth", "truth_template") else v for key, v in parts.items()}
-    return Frames([ids[i] for i in ok], stacked["rgb"], stacked["xyz"], stacked["k"], tuple(group["depth"].shape[1:3]),
-                  np.concatenate(parts["truth"]) if has_truth else None,
-                  np.concatenate(parts["truth_template"]) if has_truth else None,
-                  stacked["clean"] if clean_count else None)
+            truth.append(group["vertices"][lo:hi][rows - lo])
+            truth_template.append(group["vertices_template"][lo:hi][rows - lo])
+    return Frames([ids[i] for i in ok], np.stack(rgbs), np.stack(xyzs), np.stack(ks), tuple(group["depth"].shape[1:3]),
+                  np.concatenate(truth) if has_truth else None, np.concatenate(truth_template) if has_truth else None,
+                  np.stack(clean) if clean_count else None)
 
 
 def concat(frames: Sequence[Frames]) -> Frames:

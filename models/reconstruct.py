@@ -20,16 +20,17 @@ import trimesh
 from scipy.spatial import cKDTree
 
 from facepipe.models.correspond import Predictor
-from facepipe.models.encoder import FaceEncoder, posed
+from facepipe.models.encoder import FaceEncoder, posed, rotation_6d
 from facepipe.models.frames import FramesError, anchors, network_input, prepare, read_frames
-from facepipe.models.run_files import load_state
+from facepipe.models.run_files import load_state, model_file
+from facepipe.models.train_encoder import robust_chamfer_mm
 from facepipe.pipeline.errors import FacepipeError, printable
 from facepipe.pipeline.io.frame_files import FrameFiles, read_frame
 from facepipe.pipeline.runtime.folders import prepare_folder, write_atomic, write_index, write_row
 from facepipe.pipeline.runtime.lock import store_lock
 from facepipe.pipeline.runtime.naming import file_relatives, output_names
 from facepipe.pipeline.runtime.store import facepipe_version, samples_digest
-from facepipe.schemas.encoder import EncoderConfig, ReconstructPlan
+from facepipe.schemas.encoder import EncoderConfig, FitConfig, ReconstructPlan
 
 FIELDS = ("source", "output", "modality", "residual_mm", "error")
 
@@ -50,8 +51,7 @@ class EncoderPredictor:
     @staticmethod
     def load(path: str | Path, device: str = "auto") -> EncoderPredictor:
         """A `facepipe train-encoder` run directory (its model.pt) or checkpoint; weights_only=True."""
-        p = Path(path)
-        file = p / "model.pt" if p.is_dir() else p
+        file = model_file(path)
         if not file.exists():
             raise ReconstructError(f"{file}: no such encoder run (give a train-encoder run directory or its model.pt)")
         state = load_state(file)
@@ -79,14 +79,59 @@ class EncoderPredictor:
             raise ReconstructError(f"this encoder has the {', '.join(self.config.modalities)} branch(es), not {wanted}")
         return wanted
 
-    def predict(self, rgb: np.ndarray, xyz: np.ndarray, modality: str) -> np.ndarray:
-        """(N, V, 3) camera-space faces (mm) from frames at the input size."""
+    def predict(self, rgb: np.ndarray, xyz: np.ndarray, modality: str, fit: FitConfig | None = None) -> np.ndarray:
+        """(N, V, 3) camera-space faces (mm) from frames at the input size; `fit`: then fitted to
+        their depth (branches that read depth)."""
         anchor = anchors(xyz, modality, float(self.encoder.distance_mm))
+        anchor_t = torch.as_tensor(anchor, device=self.device)
         with torch.no_grad():
             out = self.encoder.branch(network_input(rgb, xyz, anchor, modality, self.device), modality)
-            faces = self.face.net.decode(out["identity_code"], out["expression_code"]).float()
-            camera = posed(faces, out, torch.as_tensor(anchor, device=self.device))
+            camera = posed(self.face.net.decode(out["identity_code"], out["expression_code"]).float(), out, anchor_t)
+        if fit is not None and fit.steps and modality != "rgb":
+            camera = fit_to_depth(self, out, anchor_t, depth_points(xyz, fit.max_points, self.device), fit)
         return camera.cpu().numpy().astype(np.float64)
+
+
+def depth_points(xyz: np.ndarray, count: int, device: torch.device) -> torch.Tensor:
+    """(N, count, 3) valid XYZ points of each frame, a fixed random subset (drawn with replacement when fewer)."""
+    out = []
+    for k, frame in enumerate(xyz):
+        pts = frame.reshape(-1, 3)
+        pts = pts[np.isfinite(pts).all(1)]
+        out.append(pts[np.random.default_rng(k).choice(len(pts), count, replace=len(pts) < count)])
+    return torch.as_tensor(np.stack(out), dtype=torch.float32, device=device)
+
+
+def fit_to_depth(predictor: EncoderPredictor, out: dict[str, torch.Tensor], anchor: torch.Tensor, points: torch.Tensor,
+                 config: FitConfig) -> torch.Tensor:
+    """The encoder's faces fitted to their frames' depth points: standardised codes, a rotation about
+    the face, a translation (cm) and a log-scale move from the encoder's values, against the robust
+    Chamfer (mm) and a pull of the codes towards the encoder's. Decoders and encoder stay fixed."""
+    enc, net = predictor.encoder, predictor.face.net
+    n, k = out["z"].shape
+    dz = torch.zeros(n, k, device=anchor.device, requires_grad=True)
+    dr = torch.zeros(n, 6, device=anchor.device, requires_grad=True)
+    dt = torch.zeros(n, 3, device=anchor.device, requires_grad=True)
+    ds = torch.zeros(n, device=anchor.device, requires_grad=True)
+    eye6 = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0], device=anchor.device)
+    opt = torch.optim.Adam([dz, dr, dt, ds], lr=config.lr)
+
+    def face() -> torch.Tensor:
+        codes = enc.code_mean + enc.code_std * (out["z"] + dz)
+        shapes = net.decode(codes[:, :enc.identity_dim], codes[:, enc.identity_dim:])
+        rotation = rotation_6d(eye6 + dr) @ out["rotation"]
+        scale = (out["scale_mm"] * torch.exp(ds))[:, None, None]
+        return scale * shapes @ rotation.transpose(1, 2) + (anchor + out["offset_mm"] + 10.0 * dt)[:, None]
+
+    count = len(predictor.face.template.vertices)
+    some = torch.as_tensor(np.sort(np.random.default_rng(0).permutation(count)[: config.max_vertices]), device=anchor.device)
+    for _ in range(config.steps):
+        loss = robust_chamfer_mm(face()[:, some], points, config.limit_mm) + config.code_weight * (dz ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return face()
 
 
 def residual_mm(mesh: np.ndarray, xyz: np.ndarray) -> float | str:
@@ -97,9 +142,11 @@ def residual_mm(mesh: np.ndarray, xyz: np.ndarray) -> float | str:
 
 
 def reconstruct(inputs: str | list[FrameFiles], predictor: EncoderPredictor, out: Path, modality: str | None = None,
-                clean_input: bool = False, fmt: str = "ply", batch: int = 16, overwrite: bool = False) -> list[dict[str, object]]:
+                clean_input: bool = False, fmt: str = "ply", batch: int = 16, overwrite: bool = False,
+                fit: FitConfig | None = FitConfig()) -> list[dict[str, object]]:
     """Meshes of every frame of an rgbd store (`inputs` a URL) or of capture files into `out`, with
-    index.csv; returns the index rows (failures with their reason)."""
+    index.csv; returns the index rows (failures with their reason). `fit`: each face fitted to its
+    frame's depth after the encoder (None: the encoder alone; RGB has no depth to fit)."""
     m = predictor.modality(modality)
     if fmt not in ("ply", "obj"):
         raise ReconstructError(f"unknown mesh format {fmt!r} (ply or obj)")
@@ -112,7 +159,8 @@ def reconstruct(inputs: str | list[FrameFiles], predictor: EncoderPredictor, out
         sources = file_relatives([f.source for f in inputs])
         loaded = [_load(f, m, cfg) for f in inputs]
     names = output_names(sources)
-    plan = ReconstructPlan(facepipe_version=facepipe_version(), modality=m, clean_input=clean_input,  # type: ignore[arg-type]
+    fit = fit if m != "rgb" else None
+    plan = ReconstructPlan(facepipe_version=facepipe_version(), modality=m, clean_input=clean_input, fit=fit,  # type: ignore[arg-type]
                            model_sha256=predictor.fingerprint, template_id=predictor.face.template.id, fmt=fmt,  # type: ignore[arg-type]
                            batch=batch, n_samples=len(names),
                            samples_sha256=samples_digest([f"{s}\t{n}" for s, n in zip(sources, names, strict=True)]))
@@ -124,7 +172,7 @@ def reconstruct(inputs: str | list[FrameFiles], predictor: EncoderPredictor, out
             if not positions:
                 continue
             good = [p for p in range(start, min(start + batch, len(names))) if not isinstance(loaded[p], FacepipeError)]
-            meshes = dict(zip(good, predictor.predict(np.stack([loaded[p][0] for p in good]), np.stack([loaded[p][1] for p in good]), m)
+            meshes = dict(zip(good, predictor.predict(np.stack([loaded[p][0] for p in good]), np.stack([loaded[p][1] for p in good]), m, fit)
                               if good else [], strict=True))
             for p in positions:
                 row: dict[str, object] = {"position": p, "source": printable(sources[p]), "modality": m}

@@ -38,8 +38,20 @@ def open_run(out: Path, config: BaseModel, resume: bool) -> Path:
     return last
 
 
-def write_config(out: Path, config: BaseModel) -> None:
+def start_records(out: Path, config: BaseModel, done: int, rank: int) -> tuple[list[dict[str, Any]], Any]:
+    """The history so far and, on rank 0, the saved config and a TensorBoard writer (else None)."""
+    history = read_history(out, done)
+    if rank != 0:
+        return history, None
     (out / "config.json").write_text(config.model_dump_json(indent=2) + "\n")
+    return history, scalar_writer(out, done)
+
+
+def restore(state: dict[str, Any], key: str, net: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """A checkpoint's weights, optimizer state and torch RNG back in place (for an exact resume)."""
+    net.load_state_dict(state[key])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
 
 
 def read_history(out: Path, done: int) -> list[dict[str, Any]]:
@@ -66,6 +78,12 @@ def save_atomic(state: dict[str, object], path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
+
+
+def model_file(path: str | Path) -> Path:
+    """A run directory's model.pt, or the file given."""
+    p = Path(path)
+    return p / "model.pt" if p.is_dir() else p
 
 
 def load_state(path: Path) -> dict[str, Any]:

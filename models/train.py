@@ -23,8 +23,7 @@ from facepipe.models.basis import pca_basis, training_offsets
 from facepipe.models.losses import (chamfer, edge_lengths, edge_loss, gather, laplacian_loss, neighbour_table, normal_loss,
                                     ray_partners, vertex_l1, vertex_normals)
 from facepipe.models.network import FaceNet
-from facepipe.models.run_files import (load_state, open_run, read_history, save_atomic, scalar_writer, write_config,
-                                       write_history)
+from facepipe.models.run_files import load_state, open_run, restore, save_atomic, start_records, write_history
 from facepipe.models.store_dataset import StoreDataset
 from facepipe.pipeline.errors import FacepipeError
 from facepipe.pipeline.faces.template import Template, load_template
@@ -350,16 +349,10 @@ def train(config: TrainConfig, out: Path, resume: bool = False, log: Callable[[s
         state = load_checkpoint(last)
         if state["template_id"] != template.id:
             raise TrainError(f"{last}: trained with template {state['template_id']}, not {template.id}")
-        run.net.load_state_dict(state["model"])  # type: ignore[arg-type]
-        run.optimizer.load_state_dict(state["optimizer"])  # type: ignore[arg-type]
-        torch.set_rng_state(state["torch_rng"])  # type: ignore[arg-type]
+        restore(state, "model", run.net, run.optimizer)
         done = next(k for k, (i, _, e) in enumerate(schedule(config)) if (i, e) == (state["phase"], state["epoch"]))
         log(f"resuming after phase {config.phases[int(state['phase'])].name} epoch {state['epoch']}")  # type: ignore[call-overload]
-    history = read_history(out, done)
-    writer = None
-    if run.rank == 0:
-        write_config(out, config)
-        writer = scalar_writer(out, done)
+    history, writer = start_records(out, config, done, run.rank)
     try:
         for k, (i, phase, epoch) in enumerate(schedule(config)):
             if k <= done:

@@ -25,8 +25,7 @@ from facepipe.models.correspond import Predictor
 from facepipe.models.encoder import FaceEncoder, posed, shade
 from facepipe.models.frames import Frames, anchors, concat, network_input, read_frames
 from facepipe.models.losses import gather, nearest, vertex_normals
-from facepipe.models.run_files import (load_state, open_run, read_history, save_atomic, scalar_writer, write_config,
-                                       write_history)
+from facepipe.models.run_files import load_state, model_file, open_run, restore, save_atomic, start_records, write_history
 from facepipe.models.train import Clock, pick_device
 from facepipe.pipeline.errors import FacepipeError
 from facepipe.pipeline.geometry.align import scale_of, umeyama
@@ -40,8 +39,7 @@ class EncoderError(FacepipeError):
 
 def face_run_state(checkpoint: str | Path) -> tuple[dict[str, object], Path]:
     """The `facepipe train` run's model.pt as loaded (an encoder run embeds it, so it is self-contained)."""
-    p = Path(checkpoint)
-    file = p / "model.pt" if p.is_dir() else p
+    file = model_file(checkpoint)
     if not file.exists():
         raise EncoderError(f"{file}: no trained face model (give a `facepipe train` run directory or its model.pt)",
                            remedy="checkpoint")
@@ -70,14 +68,15 @@ def fit_codes(predictor: Predictor, truth: np.ndarray, steps: int, chunk: int = 
     return np.concatenate(out)
 
 
-def robust_chamfer_mm(pred: torch.Tensor, points: torch.Tensor, limit_mm: float) -> torch.Tensor:
+def robust_chamfer_mm(pred: torch.Tensor, points: torch.Tensor, limit_mm: float, method: str = "auto") -> torch.Tensor:
     """Two-sided mean distance (mm), each capped at `limit_mm` (hair, neck and the template's unseen
-    side count no more than that); frames without points (NaN) are left out."""
+    side count no more than that); frames without points (NaN) are left out. `method`: the
+    nearest-neighbour search (`losses.nearest`)."""
     valid = torch.isfinite(points).all(-1).all(-1)
     if not valid.any():
         return pred.sum() * 0.0
     pred, points = pred[valid], points[valid]
-    p2s, s2p = nearest(pred, points), nearest(points, pred)
+    p2s, s2p = nearest(pred, points, method=method), nearest(points, pred, method=method)
     d1 = (pred - gather(points, p2s.to(pred.device))).norm(dim=-1).clamp_max(limit_mm)
     d2 = (points - gather(pred, s2p.to(pred.device))).norm(dim=-1).clamp_max(limit_mm)
     return (d1.mean() + d2.mean()) / 2
@@ -159,8 +158,10 @@ class EncoderRun:
             "lr": lr, "frames": float(seen), "seconds": seconds, "frames_per_s": seen / seconds if seconds > 0 else 0.0} | {
             f"s_{k}": v for k, v in clock.seconds.items()}
 
-    def predict(self, index: np.ndarray, clock: Clock | None = None) -> dict[str, tuple[dict[str, torch.Tensor], torch.Tensor]]:
-        """Per branch: its outputs and (B, V, 3) camera-space faces for frames `index`."""
+    def predict(self, index: np.ndarray, clock: Clock | None = None, training: bool = True
+                ) -> dict[str, tuple[dict[str, torch.Tensor], torch.Tensor]]:
+        """Per branch: its outputs and (B, V, 3) camera-space faces for frames `index`; `training`
+        False: through the bare encoder (rank 0 alone, no DDP synchronisation)."""
         clock = clock or Clock(self.device)
         f = self.frames
         with clock("data"):
@@ -169,7 +170,7 @@ class EncoderRun:
                     else nullcontext())
         with clock("forward"):
             with autocast:
-                outs = self.model(inputs)
+                outs = (self.model if training else self.encoder)(inputs)
             result = {}
             for m, out in outs.items():
                 faces = self.face.net.decode(out["identity_code"], out["expression_code"]).float()
@@ -229,10 +230,12 @@ def build(config: EncoderConfig) -> EncoderRun:
         z = torch.as_tensor((codes - mean) / std, dtype=torch.float32, device=device)
         encoder.code_mean.copy_(torch.as_tensor(mean))
         encoder.code_std.copy_(torch.as_tensor(std))
-        scales = [1.0 / scale_of(umeyama(c.astype(np.float64), t.astype(np.float64)))
-                  for c, t in zip(frames.truth, frames.truth_template, strict=True)]
-        encoder.scale_mm.fill_(float(np.mean(scales)))
+        poses = [umeyama(t.astype(np.float64), c.astype(np.float64)) for c, t in zip(frames.truth, frames.truth_template, strict=True)]
+        encoder.scale_mm.fill_(float(np.mean([scale_of(p) for p in poses])))
         encoder.distance_mm.fill_(float(frames.truth[..., 2].mean()))
+        origins = np.array([p[:3, 3] for p in poses])  # where each face's template origin sits in camera space
+        for m in config.modalities:  # heads start at the training faces' mean placement about their anchor
+            encoder.set_mean_offset(m, (origins - anchors(frames.xyz, m, float(encoder.distance_mm))).mean(0))
     else:
         encoder.scale_mm.fill_(face.template.unit_mm)
         encoder.distance_mm.fill_(float(np.nanmean(frames.xyz[..., 2])))
@@ -268,16 +271,10 @@ def train_encoder(config: EncoderConfig, out: Path, resume: bool = False, log: C
     done = -1
     if resume:
         state = load_state(last)
-        run.encoder.load_state_dict(state["encoder"])  # type: ignore[arg-type]
-        run.optimizer.load_state_dict(state["optimizer"])  # type: ignore[arg-type]
-        torch.set_rng_state(state["torch_rng"])  # type: ignore[arg-type]
+        restore(state, "encoder", run.encoder, run.optimizer)
         done = int(state["epoch"])  # type: ignore[call-overload]
         log(f"resuming after epoch {done}")
-    history = read_history(out, done)
-    writer = None
-    if run.rank == 0:
-        write_config(out, config)
-        writer = scalar_writer(out, done)
+    history, writer = start_records(out, config, done, run.rank)
     try:
         for epoch in range(done + 1, config.epochs):
             metrics = run.epoch(epoch)
@@ -311,9 +308,9 @@ def write_preview(run: EncoderRun, path: Path) -> None:
     if not count:
         return
     index = np.arange(count)
-    run.model.eval()
+    run.encoder.eval()
     with torch.no_grad():
-        preds = {m: cam.cpu().numpy() for m, (_, cam) in run.predict(index).items()}
+        preds = {m: cam.cpu().numpy() for m, (_, cam) in run.predict(index, training=False).items()}
     rows = []
     for i in index:
         z = run.frames.xyz[i, ..., 2]

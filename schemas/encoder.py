@@ -76,6 +76,20 @@ def encoder_config(values: dict[str, object], preset: str | None = None) -> Enco
     return EncoderConfig.model_validate(base.model_dump() | rest)
 
 
+class FitConfig(BaseModel):
+    """Test-time fitting of an encoder's face to the frame's own depth (the RGB-D and depth branches):
+    the codes and the pose, from the encoder's, against the robust Chamfer to the depth points."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    steps: int = Field(40, ge=0)
+    lr: float = Field(0.02, gt=0)
+    code_weight: float = Field(0.01, ge=0, description="pull of the standardised codes towards the encoder's")
+    limit_mm: float = Field(8.0, gt=0, description="the Chamfer counts a distance up to this (mm)")
+    max_points: int = Field(1024, ge=16, description="depth points used per frame (a fixed random subset)")
+    max_vertices: int = Field(1000, ge=16, description="template vertices the Chamfer reads (a fixed random subset)")
+
+
 class ReconstructPlan(BaseModel):
     """What decides a reconstruction folder's bytes: a rerun resumes only into a folder with an equal plan."""
 
@@ -84,6 +98,7 @@ class ReconstructPlan(BaseModel):
     facepipe_version: str
     modality: Modality
     clean_input: bool = Field(description="store frames: XYZ from the true depth instead of the sensor's")
+    fit: FitConfig | None = Field(description="fitted to the frame's depth after the encoder (None: the encoder alone)")
     model_sha256: str = Field(description="hash of the encoder's and decoders' weights")
     template_id: str
     fmt: Literal["ply", "obj"]

@@ -53,6 +53,26 @@ def test_depth_of_a_plane_and_a_sphere_matches_the_truth_within_the_preset_preci
         assert not np.isfinite(shot.depth[~near]).any()  # no depth away from the surface; edge pixels may fly, as on devices
 
 
+def test_threads_sharing_one_device_capture_what_one_thread_does() -> None:
+    """render-rgbd --threads shares one device per process; its matcher must not mix their frames."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    p = PRESETS["phone"]
+    device = StructuredLight(p)
+    v, f = plane_and_sphere()["sphere"]
+    caster = Raycaster(v, f)
+    cameras = [device.camera(np.array([x, 0.0, p.distance_mm + 100.0]), np.zeros(3), np.array([0.0, 1.0, 0.0]))
+               for x in (-40.0, 0.0, 40.0, 80.0)]
+
+    def shot(k: int) -> np.ndarray:
+        return device.capture(caster, cameras[k % 4], np.random.default_rng(k)).depth
+
+    alone = [shot(k) for k in range(8)]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(shot, range(8)))
+    assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(alone, together, strict=True))
+
+
 def test_the_projector_shadow_beside_the_nose_is_a_hole() -> None:
     model = procedural_model()
     p = PRESETS["phone"]

@@ -15,6 +15,7 @@ integer coordinates.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import cv2
@@ -87,10 +88,18 @@ class StructuredLight:
         self.fb = focal * preset.baseline_mm
         self.min_disp = int(np.floor(self.fb / preset.max_depth_mm))
         self.num_disp = int(np.ceil((self.fb / preset.min_depth_mm - self.min_disp) / 16)) * 16
-        area = preset.block_size**2
-        self.matcher = cv2.StereoSGBM.create(minDisparity=self.min_disp, numDisparities=self.num_disp, blockSize=preset.block_size,
-                                             P1=8 * area, P2=32 * area, disp12MaxDiff=1, uniquenessRatio=10,
-                                             speckleWindowSize=100, speckleRange=2)
+        self._local = threading.local()
+
+    @property
+    def matcher(self) -> cv2.StereoSGBM:
+        """One matcher per thread: SGBM keeps its work buffers in the object, so threads sharing one
+        (render-rgbd --threads) corrupt each other's disparities."""
+        if not hasattr(self._local, "matcher"):
+            area = self.preset.block_size**2
+            self._local.matcher = cv2.StereoSGBM.create(
+                minDisparity=self.min_disp, numDisparities=self.num_disp, blockSize=self.preset.block_size, P1=8 * area,
+                P2=32 * area, disp12MaxDiff=1, uniquenessRatio=10, speckleWindowSize=100, speckleRange=2)
+        return self._local.matcher
 
     def has_pattern(self, ir8: np.ndarray) -> np.ndarray:
         """Where the matching window saw dots, not just noise: devices drop matches without signal
