@@ -1,7 +1,7 @@
 """The learning side (torch): encoder, decoders, losses, training and inference.
 
 The functions named like their modules are exported as `run_*` (`run_training`, `run_correspond`,
-`run_evaluate`), as the CLI calls them."""
+`run_evaluate`, `run_train_encoder`, `run_reconstruct`, `run_evaluate_frames`), as the CLI calls them."""
 
 from facepipe.pipeline.lazy import lazy_exports
 
@@ -15,6 +15,11 @@ _EXPORTS = {
     "run_correspond": ".correspond:correspond",
     "run_evaluate": ".evaluate:evaluate",
     "RefineConfig": ".refine",
+    "FaceEncoder": ".encoder",
+    "EncoderPredictor": ".reconstruct",
+    "run_train_encoder": ".train_encoder:train_encoder",
+    "run_reconstruct": ".reconstruct:reconstruct",
+    "run_evaluate_frames": ".evaluate_frames:evaluate_frames",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
