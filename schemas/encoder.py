@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from facepipe.schemas.train import with_preset
+
 Modality = Literal["rgbd", "depth", "rgb"]
 CHANNELS: dict[str, int] = {"rgb": 3, "rgbd": 6, "depth": 3}  # RGB; RGB + camera XYZ; camera XYZ
 
@@ -67,13 +69,8 @@ ENCODER_PRESETS = {"tiny": tiny_encoder, "reference": reference_encoder, "full":
 
 def encoder_config(values: dict[str, object], preset: str | None = None) -> EncoderConfig:
     """Settings (from a file and flags) laid over a preset's; raises ValueError on bad settings."""
-    if preset is None:
-        return EncoderConfig.model_validate(values)
-    if preset not in ENCODER_PRESETS:
-        raise ValueError(f"unknown preset {preset!r} (have: {', '.join(ENCODER_PRESETS)})")
-    rest = dict(values)
-    base = ENCODER_PRESETS[preset](str(rest.pop("checkpoint", "")), list(rest.pop("rgbd", [])))  # type: ignore[call-overload]
-    return EncoderConfig.model_validate(base.model_dump() | rest)
+    return with_preset(ENCODER_PRESETS, EncoderConfig, values, preset,
+                       (("checkpoint", lambda v: str(v or "")), ("rgbd", lambda v: list(v or []))))  # type: ignore[arg-type]
 
 
 class FitConfig(BaseModel):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class Phase(BaseModel):
@@ -92,12 +95,20 @@ def full_preset(synth: list[str], scans: list[str]) -> TrainConfig:
 TRAIN_PRESETS = {"tiny": tiny_preset, "reference": reference_preset, "full": full_preset}
 
 
+def with_preset(presets: dict[str, Callable[..., M]], model: type[M], values: dict[str, object], preset: str | None,
+                leading: tuple[tuple[str, Callable[[object], object]], ...]) -> M:
+    """Settings (from a file and flags) laid over a preset's; `leading`: the preset function's
+    arguments, taken out of `values` (name, conversion). Raises ValueError on bad settings."""
+    if preset is None:
+        return model.model_validate(values)
+    if preset not in presets:
+        raise ValueError(f"unknown preset {preset!r} (have: {', '.join(presets)})")
+    rest = dict(values)
+    base = presets[preset](*(convert(rest.pop(name, None)) for name, convert in leading))
+    return model.model_validate(base.model_dump() | rest)
+
+
 def train_config(values: dict[str, object], preset: str | None = None) -> TrainConfig:
     """Settings (from a file and flags) laid over a preset's; raises ValueError on bad settings."""
-    if preset is None:
-        return TrainConfig.model_validate(values)
-    if preset not in TRAIN_PRESETS:
-        raise ValueError(f"unknown preset {preset!r} (have: {', '.join(TRAIN_PRESETS)})")
-    rest = dict(values)
-    base = TRAIN_PRESETS[preset](list(rest.pop("synth", [])), list(rest.pop("scans", [])))  # type: ignore[call-overload]
-    return TrainConfig.model_validate(base.model_dump() | rest)
+    return with_preset(TRAIN_PRESETS, TrainConfig, values, preset,
+                       (("synth", lambda v: list(v or [])), ("scans", lambda v: list(v or []))))  # type: ignore[arg-type]

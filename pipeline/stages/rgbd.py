@@ -144,10 +144,8 @@ def _render(job: RgbdJob, index: int, position: int, sample_id: str, scan: Scan,
               "intrinsics": k, "extrinsics": world_to_camera(camera) @ pose_t, "pose_deg": pose.astype(np.float32),
               "source_index": job.source.indices[position], "source_sample": job.source.ids[position]}
     if job.source.kind == "store":  # the face is the ground truth in template topology
-        group, _ = _synth_arrays(job.source.location)
-        values["vertices"] = apply(values["extrinsics"] @ np.linalg.inv(group["to_template"][job.source.indices[position]]),
-                                   group["vertices"][job.source.indices[position]].astype(np.float64)).astype(np.float32)
-        values["vertices_template"] = group["vertices"][job.source.indices[position]]
+        values["vertices"] = apply(values["extrinsics"], scan.vertices).astype(np.float32)
+        values["vertices_template"] = _synth_arrays(job.source.location)[0]["vertices"][job.source.indices[position]]
     t3 = time.perf_counter()
     SampleWriter(job.url, job.plan_key).write(index, values, OK)
     return SampleOutcome(index=index, path=sample_id, status="ok",
