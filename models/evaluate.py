@@ -3,7 +3,8 @@
 For every ok sample of a store the method (the trained network, or NICP) predicts the face in
 template topology; then: the dense vertex error and NME where the store has ground truth (synth),
 the error of the five alignment landmarks (every store), and the BU-3DFE landmark error per region
-where the raw scan has a `.bnd` (read through the catalog), and the 22 Bosphorus landmarks from `.lm3` files. Tables go to the terminal, CSV and
+where the raw scan has a `.bnd` (read through the catalog) or the store has the truth (at the
+template's 83 BU-3DFE landmark vertices), and the 22 Bosphorus landmarks from `.lm3` files. Tables go to the terminal, CSV and
 JSON; plots are a per-region bar chart and a heat map of the mean vertex error on the template.
 """
 
@@ -23,7 +24,7 @@ from facepipe.pipeline.faces.landmark_sets import BOSPHORUS22, BU3DFE_REGIONS
 from facepipe.pipeline.faces.template import Template
 from facepipe.pipeline.geometry.align import apply, scale_of
 from facepipe.pipeline.geometry.metrics import mm_errors, nme, region_errors
-from facepipe.pipeline.geometry.nicp import landmark_vertices
+from facepipe.pipeline.geometry.nicp import face_landmarks
 from facepipe.pipeline.geometry.render import Raycaster, frontal_camera
 from facepipe.pipeline.io.catalog import get_entry, load_catalog, resolve_root
 from facepipe.pipeline.io.registry import read_scan
@@ -86,14 +87,13 @@ def evaluate(url: str, template: Template | None, predictor: Predictor | None, o
         raise FacepipeError(f"{url}: no sample could be corresponded (see {meshes / 'index.csv'})")
     items = [it for _, it in done]
     preds = [np.load(face_path(meshes, k)) for k, _ in done]
-    five_ids = landmark_vertices(template)
     root = dataset_root(url, catalog)
     has_truth = "vertices" in group
     rows, dense_sum, dense_count = [], np.zeros(len(template.vertices)), 0
     bu_err, bu_ok, bos_err = [], [], []
     for item, pred in zip(items, preds, strict=True):
         scale = scale_of(item.to_template)
-        row: dict[str, object] = {"source": item.source, "five_mm": float(mm_errors(pred[five_ids], item.five, scale).mean())}
+        row: dict[str, object] = {"source": item.source, "five_mm": float(mm_errors(face_landmarks(pred, template), item.five, scale).mean())}
         if has_truth:
             truth = group["vertices"][item.index].astype(np.float64)
             per_vertex = mm_errors(pred, truth, scale)
@@ -101,6 +101,9 @@ def evaluate(url: str, template: Template | None, predictor: Predictor | None, o
             dense_count += 1
             row |= {"vertex_mm": float(per_vertex.mean()), "nme": nme(pred, truth, item.five[:2])}
         marks = annotated(root, item)
+        if marks is None and has_truth and "bu3dfe83" in template.regions:  # a synthetic face's landmarks: its truth there
+            ids = template.regions["bu3dfe83"]
+            marks = "bu3dfe83", np.where((ids >= 0)[:, None], truth[np.maximum(ids, 0)], np.nan)
         if marks is not None and marks[0] in template.regions:
             kind, lm = marks
             ids = template.regions[kind]
@@ -110,7 +113,7 @@ def evaluate(url: str, template: Template | None, predictor: Predictor | None, o
             (bu_err if kind == "bu3dfe83" else bos_err).append(err)
             if kind == "bu3dfe83":
                 bu_ok.append(ok)
-            row[f"{kind}_mm"] = float(np.nanmean(err))
+            row[f"{kind}_mm"] = float(np.nanmean(err)) if ok.any() else float("nan")
         rows.append(row)
     summary: dict[str, object] = {"store": url, "method": "nicp" if predictor is None else "learned+refine" if refinement else "learned", "samples": len(rows),
                                   "template": template.id, "five_mm": summary_stats([r["five_mm"] for r in rows])}
@@ -120,8 +123,11 @@ def evaluate(url: str, template: Template | None, predictor: Predictor | None, o
         regions = region_errors(np.array(bu_err), np.array(bu_ok), BU3DFE_REGIONS)
         summary["bu3dfe_regions_mm"] = {k: {"mean": m, "std": s, "landmarks": n} for k, (m, s, n) in regions.items()}
         summary["bu3dfe_mean_over_regions_mm"] = float(np.mean([m for m, _, _ in regions.values()]))
-    if bos_err:
-        per = np.nanmean(np.array(bos_err), axis=0)
+    errs = np.array(bos_err)
+    seen = np.isfinite(errs).any(axis=0) if bos_err else np.zeros(0, bool)  # a landmark the template lacks is never measured
+    if seen.any():
+        per = np.full(errs.shape[1], np.nan)
+        per[seen] = np.nanmean(errs[:, seen], axis=0)
         summary["bosphorus22_mm"] = {name: float(v) for name, v in zip(BOSPHORUS22, per, strict=True) if np.isfinite(v)}
         summary["bosphorus22_mean_mm"] = float(np.nanmean(per))
     out.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,18 @@ def landmark_vertices(template: Template) -> np.ndarray:
     return np.linalg.norm(template.vertices[None] - template.landmarks[:, None], axis=2).argmin(1)
 
 
+def landmark_offsets(template: Template) -> np.ndarray:
+    """(5, 3) each landmark minus its nearest vertex: a face's landmarks are `face[ids] + offsets`.
+    Not every landmark is a vertex (an eye centre lies about 5 mm behind the ICT face's eyelids), and
+    pulling the vertex itself onto a scan's landmark would bend the face by that much."""
+    return template.landmarks - template.vertices[landmark_vertices(template)]
+
+
+def face_landmarks(face: np.ndarray, template: Template) -> np.ndarray:
+    """(..., 5, 3) the five alignment landmarks of faces in the template's topology."""
+    return face[..., landmark_vertices(template), :] + landmark_offsets(template)
+
+
 def nicp(template: Template, points: np.ndarray, five: np.ndarray | None = None,
          steps: tuple[tuple[float, float, float, int], ...] = STEPS, distance_threshold: float = 0.1) -> np.ndarray:
     """(V, 3) template vertices registered onto the scan points (template frame)."""
@@ -38,6 +50,6 @@ def nicp(template: Template, points: np.ndarray, five: np.ndarray | None = None,
     use_landmarks = five is not None and np.isfinite(five).all()
     steps_used = steps if use_landmarks else tuple((ws, 0.0, wn, it) for ws, _, wn, it in steps)
     out = nricp_amberg(source, target, landmark_vertices(template) if use_landmarks else None,
-                       np.asarray(five, np.float64) if use_landmarks else None, steps=[list(s) for s in steps_used],
+                       np.asarray(five, np.float64) - landmark_offsets(template) if use_landmarks else None, steps=[list(s) for s in steps_used],
                        distance_threshold=distance_threshold, use_faces=False)
     return np.asarray(out, np.float64)
