@@ -106,11 +106,14 @@ def subsample(points: torch.Tensor, normals: torch.Tensor, count: int | None, rn
     return gather(points, idx), gather(normals, idx)
 
 
-def set_phase(net: FaceNet, phase: str) -> None:
-    """Phase 1: encoder + identity; phase 2: identity decoder frozen; phase 3: everything."""
+def set_phase(net: FaceNet, phase: str, fixed_bases: bool = False) -> None:
+    """Phase 1: encoder + identity; phase 2: identity decoder frozen; phase 3: everything;
+    `fixed_bases`: a basis decoder's bases stay as they started in every phase."""
     for p in net.parameters():
         p.requires_grad_(True)
     frozen = {"identity": [net.expression_head, net.expression_decoder], "expression": [net.identity_decoder], "joint": []}[phase]
+    if fixed_bases:
+        frozen = frozen + [net.identity_decoder.basis, net.expression_decoder.basis]  # type: ignore[list-item]
     for module in frozen:
         for p in module.parameters():
             p.requires_grad_(False)
@@ -182,10 +185,11 @@ class Run:
     world: int = 1
 
     normal_rays: bool = False  # switched on for good once the Chamfer saturates (see `saturated`)
+    fixed_bases: bool = False  # a basis decoder whose bases are a PCA of the training faces, kept as they are
 
     def epoch(self, phase_index: int, phase: Phase, epoch: int) -> dict[str, float]:
         cfg = self.config
-        set_phase(self.net, phase.name)
+        set_phase(self.net, phase.name, self.fixed_bases)
         lr = cfg.lr * 0.5 ** (epoch // cfg.lr_halve_every)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -325,16 +329,19 @@ def build(config: TrainConfig, template: Template) -> Run:
     real = [Samples(u, template, False, config, device) for u in config.scans]
     net = FaceNet(len(template.vertices), config.identity_dim, config.expression_dim, config.hidden, config.decoder,
                   config.basis_size, torch.as_tensor(template.vertices))
+    fixed = False
     if config.decoder == "basis":  # before DDP, which copies rank 0's parameters to every rank
         identity, expression = training_offsets(config.synth, template, config.neutral_codes, config.seed)
         net.set_bases(torch.as_tensor(pca_basis(identity, config.basis_size)), torch.as_tensor(pca_basis(expression, config.basis_size)))
+        fixed = not config.basis_trainable and len(identity) > 0 and len(expression) > 0  # a basis of no data must learn
     net = net.to(device)
     model: torch.nn.Module = net
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
                                                           find_unused_parameters=True)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
-    return Run(config, template, device, net, model, optimizer, synth, real, TemplateTensors.of(template, device), rank, world)
+    return Run(config, template, device, net, model, optimizer, synth, real, TemplateTensors.of(template, device), rank, world,
+               fixed_bases=fixed)
 
 
 def train(config: TrainConfig, out: Path, resume: bool = False, log: Callable[[str], None] = print) -> list[dict[str, object]]:

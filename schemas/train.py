@@ -45,6 +45,8 @@ class TrainConfig(BaseModel):
         "basis", description="paper: paper 1's Tanh MLP decoders; basis: template + offsets through linear bases "
         "started from a PCA of the synthetic faces (an untrained model is the template)")
     basis_size: int = Field(64, ge=1, description="basis shapes per decoder (basis decoder)")
+    basis_trainable: bool = Field(False, description="train the bases too; by default they stay the PCA of the synthetic "
+                                  "training faces, which fits held-out faces better (docs/learning.md)")
     input_points: int | None = Field(None, ge=16, description="points drawn per sample each step (None: all)")
     batch_size: int = Field(16, ge=1)
     real_fraction: float = Field(0.5, ge=0, le=1, description="share of real scans in a mixed batch")

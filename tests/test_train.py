@@ -193,3 +193,18 @@ def test_a_basis_run_starts_as_the_template_with_the_linear_model_of_its_data(st
         flat = offsets.reshape(len(offsets), -1)
         fit = basis @ np.linalg.lstsq(basis, flat.T, rcond=None)[0]
         assert np.linalg.norm(flat.T - fit) < 1e-4 * np.linalg.norm(flat)  # 8 faces, 12 directions: spanned exactly
+
+
+def test_a_basis_run_keeps_its_pca_bases_unless_told_to_train_them(stores: tuple[str, str]) -> None:
+    """Trained bases fit the training faces and lose held-out ones (docs/learning.md): by default the
+    bases stay the PCA of the synthetic faces, while the layers that give their coefficients learn."""
+    template = default_template()
+    for trainable in (False, True):
+        run = train_mod.build(small(*stores, decoder="basis", basis_size=12, basis_trainable=trainable), template)
+        before = {k: v.clone() for k, v in run.net.state_dict().items()}
+        for index, phase in enumerate(run.config.phases):
+            run.epoch(index, phase, 0)
+        after = run.net.state_dict()
+        for name in ("identity_decoder.basis.weight", "expression_decoder.basis.weight"):
+            assert torch.equal(before[name], after[name]) != trainable, (name, trainable)
+        assert not torch.equal(before["identity_decoder.coefficients.0.weight"], after["identity_decoder.coefficients.0.weight"])
