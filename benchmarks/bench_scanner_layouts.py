@@ -49,7 +49,7 @@ def scans(ict: Path, faces: int, folder: Path) -> list[tuple[str, Path, np.ndarr
     the faces are drawn as `facepipe synth --seed 1` draws them (identities the recipe did not train on)."""
     model = load_model("ict", ict)
     selection, _ = template_selection(model)
-    config = SynthConfig(model="ict", model_id=model.id)
+    config = SynthConfig(model="ict", model_id=model.id, identities=faces, expressions=1)
     out = []
     for k in range(faces):
         identity, expression = draw_weights(model, config, 1, "ict", f"id{k:05d}_e01")

@@ -105,3 +105,18 @@ def test_random_bnt_bytes_fail_cleanly(data: bytes) -> None:
         bosphorus.parse_bnt(data, "fuzz.bnt")
     except ScanFormatError:
         pass
+
+
+def test_a_face_with_fewer_marks_writes_an_lm3_of_those_it_has(tmp_path: Path, rng: np.random.Generator) -> None:
+    """A morphable model without brow landmarks (the ICT face) still writes a readable Bosphorus scan, as a
+    real .lm3 that lists fewer than 22 marks."""
+    from dataclasses import replace
+
+    from facepipe.pipeline.faces.relief import FaceParams, as_surface
+    from facepipe.pipeline.io.sample_data import bosphorus_files, write_files
+
+    full = as_surface(FaceParams())
+    surface = replace(full, landmarks={k: v for k, v in full.landmarks.items() if "brow" not in k})
+    write_files(tmp_path, bosphorus_files(surface, rng, "bs001_N_N_0"))
+    lm = read_scan(tmp_path / "bs001_N_N_0.bnt").landmarks
+    assert lm is not None and 0 < len(lm) < 22 and not any("brow" in name for name in lm.names)

@@ -120,7 +120,7 @@ def bosphorus_files(p: FaceParams | FaceSurface, rng: np.random.Generator, stem:
     grid = bosphorus.BntGrid(zmin, f"{stem}.png", planes[0], planes[1], planes[2], u, v)
     verts = pts[valid]
     lm = p.landmarks
-    labels = list(bosphorus.LABEL_ORDER)
+    labels = [n for n in bosphorus.LABEL_ORDER if bosphorus.LABELS[n.lower()] in lm]  # a real .lm3 lists only the marks it has
     xy = np.array([lm[bosphorus.LABELS[label.lower()]] for label in labels])
     ids = snap(xy, verts)
     texture = skin_texture(rows * 2, cols * 2, p, cols * spacing, rows * spacing)
