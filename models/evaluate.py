@@ -91,9 +91,10 @@ def evaluate(url: str, template: Template | None, predictor: Predictor | None, o
     has_truth = "vertices" in group
     rows, dense_sum, dense_count = [], np.zeros(len(template.vertices)), 0
     bu_err, bu_ok, bos_err = [], [], []
-    for item, pred in zip(items, preds, strict=True):
+    fives = face_landmarks(np.stack(preds), template)
+    for item, pred, five in zip(items, preds, fives, strict=True):
         scale = scale_of(item.to_template)
-        row: dict[str, object] = {"source": item.source, "five_mm": float(mm_errors(face_landmarks(pred, template), item.five, scale).mean())}
+        row: dict[str, object] = {"source": item.source, "five_mm": float(mm_errors(five, item.five, scale).mean())}
         if has_truth:
             truth = group["vertices"][item.index].astype(np.float64)
             per_vertex = mm_errors(pred, truth, scale)

@@ -73,10 +73,9 @@ class _Scans:
 
     def chamfer(self, face: torch.Tensor, threshold: float) -> torch.Tensor:
         """Two-sided squared Chamfer with pairs beyond `threshold` ignored, averaged over the batch."""
+        p2s, _ = self.nearest(face)
         with torch.no_grad():
             f = face.detach().cpu().numpy()
-            p2s = torch.as_tensor(np.stack([t.query(q, workers=1)[1] for t, q in zip(self.trees, f, strict=True)]),
-                                  device=face.device)
             s2p = torch.as_tensor(np.stack([cKDTree(q).query(p, workers=1)[1] for q, p in zip(f, self.arrays, strict=True)]),
                                   device=face.device)
         d_ps = ((face - gather(self.points, p2s)) ** 2).sum(-1)
@@ -100,13 +99,20 @@ def fit_bases(net: FaceNet, triangles: torch.Tensor, scans: _Scans, ids: torch.T
     rest = (net.mean.reshape(-1) + sum(d.basis.bias for d in decoders)).double().reshape(vertices, 3)  # type: ignore[union-attr]
     with torch.no_grad():
         coefficients = torch.cat([d.coefficients(c) for d, c in zip(decoders, codes, strict=True)], 1).double()  # type: ignore[union-attr]
-    eye = torch.eye(size, dtype=basis.dtype, device=basis.device)
-    target = five.double()
+    # the landmark and prior terms of the normal equations do not change from step to step
+    fixed_a, fixed_b = [], []
+    for b in range(len(coefficients)):
+        lm = valid[b] > 0
+        weight_lm = config.basis_landmark_weight / max(int(lm.sum()), 1)
+        jac_lm = rows[ids[lm]].reshape(-1, size)
+        res_lm = (five[b, lm].double() - rest[ids[lm]]).reshape(-1)
+        fixed_a.append(weight_lm * jac_lm.T @ jac_lm + config.basis_prior * torch.eye(size, dtype=basis.dtype, device=basis.device))
+        fixed_b.append(weight_lm * jac_lm.T @ res_lm)
     for _ in range(config.basis_steps):
         face = rest + (coefficients @ basis.T).reshape(-1, vertices, 3)
         normals = vertex_normals(face, triangles)
         nearest, dist2 = scans.nearest(face)
-        paired = scans.points.double()[torch.arange(len(face), device=face.device)[:, None], nearest]
+        paired = gather(scans.points, nearest).double()
         solved = []
         for b in range(len(face)):
             m = dist2[b] <= config.basis_threshold
@@ -114,12 +120,7 @@ def fit_bases(net: FaceNet, triangles: torch.Tensor, scans: _Scans, ids: torch.T
             jac = torch.einsum("vd,vdk->vk", n, rows[m])  # d(n . vertex)/d(coefficients)
             res = (n * (paired[b, m] - rest[m])).sum(-1)
             weight = 1.0 / max(int(m.sum()), 1)
-            lm = valid[b] > 0
-            weight_lm = config.basis_landmark_weight / max(int(lm.sum()), 1)
-            jac_lm = rows[ids[lm]].reshape(-1, size)
-            res_lm = (target[b, lm] - rest[ids[lm]]).reshape(-1)
-            a = weight * jac.T @ jac + weight_lm * jac_lm.T @ jac_lm + config.basis_prior * eye
-            solved.append(torch.linalg.solve(a, weight * jac.T @ res + weight_lm * jac_lm.T @ res_lm))
+            solved.append(torch.linalg.solve(weight * jac.T @ jac + fixed_a[b], weight * jac.T @ res + fixed_b[b]))
         coefficients = torch.stack(solved)
     return (rest + (coefficients @ basis.T).reshape(-1, vertices, 3)).float()
 
