@@ -73,7 +73,7 @@ def measure(predictor: Predictor, items: list[tuple[str, Preprocessed, np.ndarra
         t0 = time.perf_counter()
         faces["network"] = predictor.predict(points)[0]
         t1 = time.perf_counter()
-        faces["network+refine"] = predictor.predict_refined(points, five, RefineConfig())[0]
+        faces["network+refine"] = predictor.predict_refined(points, five, RefineConfig(), np.array([True]))[0]
         t2 = time.perf_counter()
         faces["nicp"] = nicp(template, points[0], five[0])
         seconds = {"network": t1 - t0, "network+refine": t2 - t1, "nicp": time.perf_counter() - t2}

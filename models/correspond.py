@@ -110,11 +110,13 @@ class Predictor:
             out = self.net(self.encoder_input(points))["face"]
         return out.float().cpu().numpy().astype(np.float64)
 
-    def predict_refined(self, points: np.ndarray, five: np.ndarray, config: RefineConfig) -> np.ndarray:
-        """The network's faces, then fitted to the scans (codes first, then a smooth per-vertex step)."""
+    def predict_refined(self, points: np.ndarray, five: np.ndarray, config: RefineConfig,
+                        detected: np.ndarray | None = None) -> np.ndarray:
+        """The network's faces, then fitted to the scans (codes and pose first, then a smooth per-vertex
+        step). `detected`: (B,) whether each scan's five landmarks were detected rather than annotated."""
         with torch.no_grad():
             codes = self.net.encode(self.encoder_input(points))
-        return refine(self.net, self.template, points, five, config, codes)
+        return refine(self.net, self.template, points, five, config, codes, detected)
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,12 @@ class Item:
     to_template: np.ndarray
     five: np.ndarray
     index: int = -1  # the sample's index in its store (-1: a raw file)
+    detected: bool = False  # the five were found by MediaPipe, not read from the database's files
+
+
+def detected_landmarks(quality: str) -> bool:
+    """Whether a store row's quality record says its landmarks came from MediaPipe (synth rows have none)."""
+    return bool(quality) and json.loads(quality).get("landmark_source") == "mediapipe"
 
 
 def store_items(url: str, limit: int | None = None) -> Iterator[Item]:
@@ -139,7 +147,7 @@ def store_items(url: str, limit: int | None = None) -> Iterator[Item]:
 
 def _store_item(group: Any, row: int, name: str, source: str) -> Item:
     return Item(name, source, group["points"][row].astype(np.float64), group["to_template"][row],
-                group["landmarks"][row].astype(np.float64), row)
+                group["landmarks"][row].astype(np.float64), row, detected_landmarks(str(group["quality"][row])))
 
 
 @functools.lru_cache(maxsize=4)
@@ -156,7 +164,8 @@ def file_item(path: Path, name: str, template: Template, n_points: int = 29_495)
 
     out = preprocess_file(path, template, PreprocessConfig(n_points=n_points), sample_rng(0, "correspond", path.name))
     if isinstance(out, Preprocessed):
-        return Item(name, printable(str(path)), out.points.astype(np.float64), out.to_template, out.landmarks.astype(np.float64))
+        return Item(name, printable(str(path)), out.points.astype(np.float64), out.to_template, out.landmarks.astype(np.float64),
+                    detected=out.quality.landmark_source == "mediapipe")
     return FacepipeError(f"{out.path}: {out.stage}: {out.reason}")
 
 
@@ -257,7 +266,7 @@ def face_of(job: CorrespondJob, item: Item) -> np.ndarray:
         return nicp(job.template, item.points, item.five)
     assert job.predictor is not None
     if job.refinement is not None:
-        return job.predictor.predict_refined(item.points[None], item.five[None], job.refinement)[0]
+        return job.predictor.predict_refined(item.points[None], item.five[None], job.refinement, np.array([item.detected]))[0]
     return job.predictor.predict(item.points[None])[0]
 
 
