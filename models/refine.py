@@ -225,8 +225,20 @@ def refine(net: FaceNet, template: Template, points: np.ndarray, five: np.ndarra
     return normal_step(base, template, scans, config)
 
 
+_BENDING: dict[tuple[str, float, float, str], torch.Tensor] = {}
+
+
 def _bending(template: Template, smooth: float, damping: float, device: torch.device) -> torch.Tensor:
-    """Sparse (V, V) smooth * L^T L + damping * I, L the uniform Laplacian of the template's mesh."""
+    """Sparse (V, V) smooth * L^T L + damping * I, L the uniform Laplacian of the template's mesh;
+    built once per template and weights (correspond refines one scan per call, and building it costs
+    a tenth of a refinement)."""
+    key = (template.id, smooth, damping, str(device))
+    if key not in _BENDING:
+        _BENDING[key] = _build_bending(template, smooth, damping, device)
+    return _BENDING[key]
+
+
+def _build_bending(template: Template, smooth: float, damping: float, device: torch.device) -> torch.Tensor:
     from scipy import sparse
 
     n, edges = len(template.vertices), template.edges()
