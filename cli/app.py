@@ -424,7 +424,7 @@ def reconstruct(
     fmt: Annotated[str, typer.Option("--format", help="ply | obj")] = "ply",
     batch: Annotated[int, typer.Option(min=1, help="frames per network call")] = 16,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
-    refine: Annotated[bool, typer.Option(help="fit each face to its frame's depth after the encoder (codes and pose)")] = True,
+    refine: Annotated[bool, typer.Option(help="fit each face to its frame's depth after the encoder (codes and pose, then the refinement)")] = True,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Faces from RGB-D, depth or RGB: one mesh per frame in template topology, in camera space."""

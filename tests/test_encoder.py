@@ -150,6 +150,36 @@ def test_reconstructed_meshes_lie_on_the_clean_depth_of_their_frames(setup: dict
         reconstruct(setup["rgbd"], predictor, tmp_path / "other", modality="rgb")
 
 
+def test_refinement_to_the_depth_takes_the_faces_closer_to_the_truth(setup: dict) -> None:
+    """The Chamfer fit places the face; the scans' refinement, in the face's frame, then fits its shape."""
+    from facepipe.models.evaluate_frames import fitted_errors
+    from facepipe.schemas.encoder import FitConfig
+
+    predictor = EncoderPredictor.load(setup["encoder"], "cpu")
+    frames = read_frames(setup["rgbd"], predictor.config.width, predictor.config.height, clean_input=True, limit=8)
+    truth = frames.truth.astype(np.float64)
+
+    def error(fit: FitConfig) -> float:
+        pred = predictor.predict(frames.rgb, frames.xyz, "depth", fit)
+        assert pred.shape == truth.shape and np.isfinite(pred).all()
+        return float(np.mean([fitted_errors(p, t).mean() for p, t in zip(pred, truth, strict=True)]))
+
+    placed, refined = error(FitConfig(refine=False)), error(FitConfig())
+    assert refined < 0.9 * placed, (placed, refined)
+    assert error(FitConfig(surface_steps=2)) < placed  # the per-vertex heights too
+
+
+def test_an_encoder_run_of_other_settings_is_a_clear_error(setup: dict, tmp_path: Path) -> None:
+    from facepipe.models.run_files import load_state, save_atomic
+
+    state = load_state(setup["encoder"] / "model.pt")
+    config = json.loads(str(state["config"]))
+    config["weights"]["unknown_term"] = 1.0  # a field a later version might add
+    save_atomic(state | {"config": json.dumps(config)}, tmp_path / "model.pt")
+    with pytest.raises(ReconstructError, match=r"model.pt: its encoder settings are not this facepipe's.*unknown_term"):
+        EncoderPredictor.load(tmp_path / "model.pt", "cpu")
+
+
 def _capture(folder: Path, g: zarr.Group, i: int, stem: str, npy: bool = False) -> Path:
     depth, k = g["depth"][i], g["intrinsics"][i]
     h, w = depth.shape
