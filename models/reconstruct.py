@@ -62,8 +62,9 @@ class EncoderPredictor:
         try:
             config = EncoderConfig.model_validate_json(str(state["config"]))
         except ValidationError as exc:
+            fields = ", ".join(".".join(map(str, e["loc"])) for e in exc.errors())
             raise ReconstructError(f"{file}: its encoder settings are not this facepipe's (made by another version?): "
-                                   f"{printable(str(exc).splitlines()[1] if len(str(exc).splitlines()) > 1 else str(exc))}") from exc
+                                   f"{printable(fields)}") from exc
         face = Predictor.from_state(state["decoders"], file, device)
         encoder = FaceEncoder(config.modalities, face.net.identity_head.out_features, face.net.expression_head.out_features,
                               config.backbone, config.shared_stages)
@@ -158,10 +159,8 @@ def fit_to_depth(predictor: EncoderPredictor, out: dict[str, torch.Tensor], anch
         opt.zero_grad()
         loss.backward()
         opt.step()
-    with torch.no_grad():
-        placed = place()
-    return Placed(*(t.detach() for t in (placed.identity, placed.expression, placed.faces, placed.rotation, placed.scale,
-                                         placed.translation)))
+    with torch.no_grad():  # no graph: the placement's tensors are plain values
+        return place()
 
 
 def refine_to_depth(predictor: EncoderPredictor, placed: Placed, points: torch.Tensor, config: FitConfig) -> np.ndarray:

@@ -105,15 +105,10 @@ def _landmarks(face: torch.Tensor, ids: torch.Tensor, five: torch.Tensor, valid:
 
 
 def _rotation(omega: torch.Tensor) -> torch.Tensor:
-    """(3, 3) rotation of the axis-angle vector `omega` (Rodrigues)."""
-    angle = torch.linalg.norm(omega)
-    if float(angle) < 1e-12:
-        return torch.eye(3, dtype=omega.dtype, device=omega.device)
-    k = omega / angle
-    cross = torch.zeros(3, 3, dtype=omega.dtype, device=omega.device)
-    cross[0, 1], cross[0, 2], cross[1, 2] = -k[2], k[1], -k[0]
-    cross = cross - cross.T
-    return torch.eye(3, dtype=omega.dtype, device=omega.device) + torch.sin(angle) * cross + (1 - torch.cos(angle)) * cross @ cross
+    """(3, 3) rotation of the axis-angle vector `omega`: the exponential of its cross-product matrix."""
+    x, y, z = omega
+    zero = torch.zeros((), dtype=omega.dtype, device=omega.device)
+    return torch.linalg.matrix_exp(torch.stack([torch.stack([zero, -z, y]), torch.stack([z, zero, -x]), torch.stack([-y, x, zero])]))
 
 
 def fit_bases(net: FaceNet, triangles: torch.Tensor, scans: _Scans, ids: torch.Tensor, five: torch.Tensor, valid: torch.Tensor,
