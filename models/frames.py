@@ -38,6 +38,7 @@ class Frames:
     truth: np.ndarray | None = None  # (N, V, 3) ground truth, camera mm
     truth_template: np.ndarray | None = None  # (N, V, 3) the same in the template frame
     clean: np.ndarray | None = None  # (N, P, 3) points of the true depth, camera mm
+    points: np.ndarray | None = None  # (N, P, 3) points of the input depth at its own size (the fit's), camera mm
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -67,8 +68,8 @@ def prepare(rgb: np.ndarray | None, depth: np.ndarray | None, k: np.ndarray, wid
     return small_rgb, xyz[rows][:, cols], small_k
 
 
-def clean_points(depth: np.ndarray, k: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
-    """(count, 3) camera points of a true depth image (drawn with replacement when fewer are valid); NaN if none."""
+def image_points(depth: np.ndarray, k: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """(count, 3) camera points of a depth image (drawn with replacement when fewer are valid); NaN if none."""
     xyz = depth_to_xyz(depth, k).reshape(-1, 3)
     valid = xyz[np.isfinite(xyz).all(1)]
     if not len(valid):
@@ -77,9 +78,10 @@ def clean_points(depth: np.ndarray, k: np.ndarray, count: int, rng: np.random.Ge
 
 
 def read_frames(url: str, width: int, height: int, clean_input: bool = False, clean_count: int = 0, seed: int = 0,
-                limit: int | None = None) -> Frames:
+                limit: int | None = None, fit_count: int = 0) -> Frames:
     """The ok frames of an rgbd store; `clean_input`: XYZ from the true depth instead of the sensor's;
-    `clean_count` > 0: also that many true-depth points per frame (the cross-domain term's target)."""
+    `clean_count` > 0: also that many true-depth points per frame (the cross-domain term's target);
+    `fit_count` > 0: that many points of the input depth at its own size (the fit to the depth's)."""
     group = open_group(url, "r")
     plan = read_plan(group, url)
     if plan.kind != "rgbd":
@@ -89,7 +91,7 @@ def read_frames(url: str, width: int, height: int, clean_input: bool = False, cl
         raise FramesError(f"{url}: no finished frame")
     ids = [str(s) for s in group["source_path"][:]]
     has_truth = "vertices" in group
-    rgbs, xyzs, ks, clean, truth, truth_template = [], [], [], [], [], []
+    rgbs, xyzs, ks, clean, points, truth, truth_template = [], [], [], [], [], [], []
     for start in range(0, len(ok), CHUNK):
         rows = ok[start:start + CHUNK]
         lo, hi = int(rows[0]), int(rows[-1]) + 1
@@ -102,13 +104,20 @@ def read_frames(url: str, width: int, height: int, clean_input: bool = False, cl
             xyzs.append(b)
             ks.append(c)
             if true is not None:
-                clean.append(clean_points(true[r], k[r], clean_count, np.random.default_rng([seed, lo + int(r)])))
+                clean.append(image_points(true[r], k[r], clean_count, np.random.default_rng([seed, lo + int(r)])))
+            if fit_count:
+                points.append(fit_points(depth[r], k[r], fit_count))
         if has_truth:
             truth.append(group["vertices"][lo:hi][rows - lo])
             truth_template.append(group["vertices_template"][lo:hi][rows - lo])
     return Frames([ids[i] for i in ok], np.stack(rgbs), np.stack(xyzs), np.stack(ks), tuple(group["depth"].shape[1:3]),
                   np.concatenate(truth) if has_truth else None, np.concatenate(truth_template) if has_truth else None,
-                  np.stack(clean) if clean_count else None)
+                  np.stack(clean) if clean_count else None, np.stack(points) if fit_count else None)
+
+
+def fit_points(depth: np.ndarray, k: np.ndarray, count: int) -> np.ndarray:
+    """A frame's points for the fit to its depth: the same subset whichever batch or run reads it."""
+    return image_points(depth, k, count, np.random.default_rng(0))
 
 
 def concat(frames: Sequence[Frames]) -> Frames:

@@ -22,7 +22,7 @@ from scipy.spatial import cKDTree
 
 from facepipe.models.correspond import Predictor
 from facepipe.models.encoder import FaceEncoder, posed, rotation_6d
-from facepipe.models.frames import FramesError, anchors, network_input, prepare, read_frames
+from facepipe.models.frames import FramesError, anchors, fit_points, network_input, prepare, read_frames
 from facepipe.models.run_files import load_state, model_file
 from facepipe.models.refine import RefineConfig, refine
 from facepipe.models.train_encoder import robust_chamfer_mm
@@ -86,9 +86,11 @@ class EncoderPredictor:
             raise ReconstructError(f"this encoder has the {', '.join(self.config.modalities)} branch(es), not {wanted}")
         return wanted
 
-    def predict(self, rgb: np.ndarray, xyz: np.ndarray, modality: str, fit: FitConfig | None = None) -> np.ndarray:
+    def predict(self, rgb: np.ndarray, xyz: np.ndarray, modality: str, fit: FitConfig | None = None,
+                points: np.ndarray | None = None) -> np.ndarray:
         """(N, V, 3) camera-space faces (mm) from frames at the input size; `fit`: then fitted to
-        their depth (branches that read depth)."""
+        their depth (branches that read depth); `points`: (N, P, 3) points of that depth at its own
+        size for the refinement (`frames.fit_points`; without them it reads the input-size XYZ)."""
         anchor = anchors(xyz, modality, float(self.encoder.distance_mm))
         anchor_t = torch.as_tensor(anchor, device=self.device)
         with torch.no_grad():
@@ -99,7 +101,9 @@ class EncoderPredictor:
         placed = fit_to_depth(self, out, anchor_t, depth_points(xyz, fit.max_points, self.device), fit)
         if not fit.refine:
             return placed.camera().cpu().numpy().astype(np.float64)
-        return refine_to_depth(self, placed, depth_points(xyz, fit.refine_points, self.device), fit)
+        near = (depth_points(xyz, fit.refine_points, self.device) if points is None
+                else torch.as_tensor(points, dtype=torch.float32, device=self.device))
+        return refine_to_depth(self, placed, near, fit)
 
 
 def depth_points(xyz: np.ndarray, count: int, device: torch.device) -> torch.Tensor:
@@ -173,7 +177,8 @@ def refine_to_depth(predictor: EncoderPredictor, placed: Placed, points: torch.T
     1.2 mm on the clean depth."""
     unit = float(predictor.encoder.scale_mm)  # the training faces' mm per template unit: the same for every batch
     settings = RefineConfig(basis_threshold_start=(config.pair_start_mm / unit) ** 2, basis_threshold=(config.pair_end_mm / unit) ** 2,
-                            max_points=config.refine_points, vertex_steps=config.surface_steps)
+                            basis_steps=config.refine_steps, basis_damping=config.damping_start, max_points=config.refine_points,
+                            vertex_steps=config.surface_steps)
     inside = placed.to_face_frame(points).cpu().numpy().astype(np.float64)
     five = np.full((len(inside), 5, 3), np.nan)
     faces = refine(predictor.face.net, predictor.face.template, inside, five, settings, codes=(placed.identity, placed.expression))
@@ -198,15 +203,17 @@ def reconstruct(inputs: str | list[FrameFiles], predictor: EncoderPredictor, out
     if fmt not in ("ply", "obj"):
         raise ReconstructError(f"unknown mesh format {fmt!r} (ply or obj)")
     cfg = predictor.config
+    fit = fit if m != "rgb" else None
+    count = fit.refine_points if fit is not None and fit.refine else 0  # the refinement reads the depth at its own size
     if isinstance(inputs, str):
-        frames = read_frames(inputs, cfg.width, cfg.height, clean_input=clean_input)
+        frames = read_frames(inputs, cfg.width, cfg.height, clean_input=clean_input, fit_count=count)
         sources = frames.ids
-        loaded = [_checked(frames.rgb[i], frames.xyz[i], m, f"{inputs}#{frames.ids[i]}") for i in range(len(frames))]
+        loaded = [_checked(frames.rgb[i], frames.xyz[i], None if frames.points is None else frames.points[i], m,
+                           f"{inputs}#{frames.ids[i]}") for i in range(len(frames))]
     else:
         sources = file_relatives([f.source for f in inputs])
-        loaded = [_load(f, m, cfg) for f in inputs]
+        loaded = [_load(f, m, cfg, count) for f in inputs]
     names = output_names(sources)
-    fit = fit if m != "rgb" else None
     plan = ReconstructPlan(facepipe_version=facepipe_version(), modality=m, clean_input=clean_input, fit=fit,  # type: ignore[arg-type]
                            model_sha256=predictor.fingerprint, template_id=predictor.face.template.id, fmt=fmt,  # type: ignore[arg-type]
                            batch=batch, n_samples=len(names),
@@ -219,7 +226,8 @@ def reconstruct(inputs: str | list[FrameFiles], predictor: EncoderPredictor, out
             if not positions:
                 continue
             good = [p for p in range(start, min(start + batch, len(names))) if not isinstance(loaded[p], FacepipeError)]
-            meshes = dict(zip(good, predictor.predict(np.stack([loaded[p][0] for p in good]), np.stack([loaded[p][1] for p in good]), m, fit)
+            meshes = dict(zip(good, predictor.predict(*(np.stack([loaded[p][j] for p in good]) for j in (0, 1)), m, fit,
+                                                      np.stack([loaded[p][2] for p in good]) if count else None)
                               if good else [], strict=True))
             for p in positions:
                 row: dict[str, object] = {"position": p, "source": printable(sources[p]), "modality": m}
@@ -237,9 +245,12 @@ def reconstruct(inputs: str | list[FrameFiles], predictor: EncoderPredictor, out
     return rows
 
 
-def _load(files: FrameFiles, modality: str, cfg: EncoderConfig) -> tuple[np.ndarray, np.ndarray] | FacepipeError:
-    """A capture at the input size, or the error that names its file (batches fixed by position
-    keep the bits of every other frame the same)."""
+Loaded = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # RGB and XYZ at the input size, the fit's points
+
+
+def _load(files: FrameFiles, modality: str, cfg: EncoderConfig, count: int) -> Loaded | FacepipeError:
+    """A capture at the input size with `count` points of its depth at its own size (0: none), or
+    the error that names its file (batches fixed by position keep the bits of every other frame the same)."""
     try:
         frame = read_frame(files, need_rgb=modality == "rgbd")
         if modality != "rgb" and frame.depth is None:
@@ -248,10 +259,11 @@ def _load(files: FrameFiles, modality: str, cfg: EncoderConfig) -> tuple[np.ndar
         rgb, xyz, _ = prepare(frame.rgb, frame.depth if modality != "rgb" else None, k, cfg.width, cfg.height, str(files.source))
     except FacepipeError as exc:
         return exc
-    return _checked(rgb, xyz, modality, str(files.source))
+    points = fit_points(frame.depth, k, count) if count and frame.depth is not None else None
+    return _checked(rgb, xyz, points, modality, str(files.source))
 
 
-def _checked(rgb: np.ndarray, xyz: np.ndarray, modality: str, where: str) -> tuple[np.ndarray, np.ndarray] | FacepipeError:
+def _checked(rgb: np.ndarray, xyz: np.ndarray, points: np.ndarray | None, modality: str, where: str) -> Loaded | FacepipeError:
     if modality != "rgb" and not np.isfinite(xyz).all(-1).any():
         return FramesError(f"{where}: no valid depth pixel at the encoder's input size")
-    return rgb, xyz
+    return rgb, xyz, points

@@ -8,10 +8,13 @@ the face: each step pairs every vertex with its nearest scan point (within a dis
 shrinks from step to step), and one linear solve minimises the point-to-plane distances (the
 plane of the face at the vertex), the five landmarks and a small pull towards zero coefficients.
 Point-to-plane lets the face slide along the scan to where its shape fits, so it converges in a
-few steps; a scan-to-face term is left out on purpose, since scan points beyond the template's
-edge and the uneven vertex density pull vertices sideways (measured: 1.3 mm against 0.7 mm on
-held-out ICT faces). Paper 1's decoders are not linear: their codes take Adam steps against the
-robust two-sided Chamfer, the landmarks and a pull towards the network's codes.
+few steps. A damping of the coefficients' steps that shrinks over the steps (`basis_damping`) lets
+the first steps move the pose and the broad shape only, so a start a few mm off (a depth frame's)
+can take pairs from further without their locking the shape. A scan-to-face term is left out on
+purpose, since scan points beyond the template's edge and the uneven vertex density pull vertices
+sideways (measured: 1.3 mm against 0.7 mm on held-out ICT faces). Paper 1's decoders are not
+linear: their codes take Adam steps against the robust two-sided Chamfer, the landmarks and a pull
+towards the network's codes.
 (b) A height of each vertex along its normal, towards its nearest scan point, kept smooth by the
 squared uniform Laplacian of the heights, so scan noise does not come through and vertices do not
 slide off their correspondence: what the decoders cannot express. The heights are one linear solve
@@ -47,6 +50,10 @@ class RefineConfig(BaseModel):
                                    "shrink it geometrically, so the far pairs of a rough start (scan edges, the "
                                    "shadow under the nose) stop pulling once the face is close")
     basis_prior: float = Field(1e-7, ge=0, description="pull of the coefficients towards zero (the bases are PCA-scaled)")
+    basis_damping: float = Field(0.0, ge=0, description="Levenberg-Marquardt damping of the coefficients' step at the "
+                                 "first basis step, shrinking geometrically to basis_prior at the last (0, or a prior of 0: none): the "
+                                 "first steps move the pose and the broad shape, the later ones the detail, so a start "
+                                 "a few mm off is not locked into the shape by its first pairs")
     basis_landmark_weight: float = Field(0.1, ge=0, description="the five landmarks against the mean point-to-plane term")
     detected_trust: float = Field(0.01, ge=0, le=1, description="share of the landmark weights given to detected "
                                   "landmarks (MediaPipe's are 2-3 mm off; a database's annotations are not)")
@@ -127,15 +134,18 @@ def fit_bases(net: FaceNet, triangles: torch.Tensor, scans: _Scans, ids: torch.T
     eye = torch.eye(3, dtype=basis.dtype, device=basis.device)
     unknowns = size + 7  # coefficient steps, then rotation (3), translation (3), log-scale (1)
     prior = torch.zeros(unknowns, unknowns, dtype=basis.dtype, device=basis.device)
-    prior[:size, :size] = config.basis_prior * torch.eye(size, dtype=basis.dtype, device=basis.device)
     prior[size:, size:] = 1e-9 * torch.eye(7, dtype=basis.dtype, device=basis.device)  # keeps the solve regular
+    thresholds = np.geomspace(config.basis_threshold_start, config.basis_threshold, config.basis_steps)
+    dampings = (np.geomspace(config.basis_damping, config.basis_prior, config.basis_steps)
+                if config.basis_damping > config.basis_prior > 0 else np.full(config.basis_steps, config.basis_prior))
     out = []
     for b in range(len(start)):
         coefficients, rotation = start[b], eye.clone()
         scale, shift = torch.ones((), dtype=basis.dtype, device=basis.device), torch.zeros(3, dtype=basis.dtype, device=basis.device)
         lm = valid[b] > 0
         weight_lm = config.basis_landmark_weight * float(trust[b]) / max(int(lm.sum()), 1)
-        for threshold in np.geomspace(config.basis_threshold_start, config.basis_threshold, config.basis_steps):
+        for threshold, damping in zip(thresholds, dampings, strict=True):
+            prior[:size, :size] = damping * torch.eye(size, dtype=basis.dtype, device=basis.device)
             shape = rest + (rows @ coefficients)
             face = scale * shape @ rotation.T + shift
             centre = face.mean(0)

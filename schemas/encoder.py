@@ -89,14 +89,21 @@ class FitConfig(BaseModel):
     refine: bool = Field(True, description="then the scans' refinement (issue 16) against the depth points, in the "
                          "face's frame: a Gauss-Newton fit of a basis decoder's coefficients with a similarity (paper "
                          "1's decoders: Adam steps on the codes)")
-    refine_points: int = Field(8000, ge=16, description="depth points the refinement reads (a fixed random subset)")
-    pair_start_mm: float = Field(2.0, gt=0, description="the refinement pairs a vertex with a depth point within this, "
-                                 "first step (4 mm: 2.47 against 2.11 mm from sensor depth; pairs that far reach from the unseen "
-                                 "sides to the silhouette)")
+    refine_points: int = Field(16000, ge=16, description="depth points the refinement reads (a fixed random subset of "
+                               "the depth at its own size, not the encoder's input size: 1.80 against 1.90 mm from sensor "
+                               "depth with 8000 at 160 x 120)")
+    refine_steps: int = Field(16, ge=1, description="Gauss-Newton steps of the refinement")
+    damping_start: float = Field(1e-3, ge=0, description="damping of the refinement's first coefficient step, shrinking "
+                                 "geometrically over the steps (RefineConfig.basis_damping): with 4 mm pairs, 1.65 against "
+                                 "1.80 mm from sensor depth without it")
+    pair_start_mm: float = Field(4.0, gt=0, description="the refinement pairs a vertex with a depth point within this, "
+                                 "first step (undamped, pairs from 4 mm gave 2.47 against 2.11 mm from 2 mm: they reach "
+                                 "from the unseen sides to the silhouette and lock the shape; damped, the first steps "
+                                 "move the pose)")
     pair_end_mm: float = Field(1.4, gt=0, description="the same, last step (the steps between shrink it geometrically)")
     surface_steps: int = Field(0, ge=0, description="pairings of the refinement's per-vertex heights (off: on phone "
-                               "depth at 160 x 120, 2 mm between points, two gave 2.16 against 2.11 mm from sensor depth, "
-                               "1.26 against 1.19 from the clean depth)")
+                               "depth the heights follow the sensor's noise; two gave 2.16 against 2.11 mm from sensor "
+                               "depth at 160 x 120, 1.26 against 1.19 from the clean depth)")
 
 
 class ReconstructPlan(BaseModel):

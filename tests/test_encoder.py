@@ -12,6 +12,7 @@ import pytest
 import torch
 import zarr
 from PIL import Image
+from scipy.spatial import cKDTree
 
 from facepipe.models import train_encoder as te
 from facepipe.models.encoder import FRONTAL, FaceEncoder, posed, rotation_6d
@@ -156,17 +157,37 @@ def test_refinement_to_the_depth_takes_the_faces_closer_to_the_truth(setup: dict
     from facepipe.schemas.encoder import FitConfig
 
     predictor = EncoderPredictor.load(setup["encoder"], "cpu")
-    frames = read_frames(setup["rgbd"], predictor.config.width, predictor.config.height, clean_input=True, limit=8)
+    frames = read_frames(setup["rgbd"], predictor.config.width, predictor.config.height, clean_input=True, limit=8,
+                         fit_count=FitConfig().refine_points)
     truth = frames.truth.astype(np.float64)
 
-    def error(fit: FitConfig) -> float:
-        pred = predictor.predict(frames.rgb, frames.xyz, "depth", fit)
+    def error(fit: FitConfig, points: np.ndarray | None = frames.points) -> float:
+        pred = predictor.predict(frames.rgb, frames.xyz, "depth", fit, points)
         assert pred.shape == truth.shape and np.isfinite(pred).all()
         return float(np.mean([fitted_errors(p, t).mean() for p, t in zip(pred, truth, strict=True)]))
 
     placed, refined = error(FitConfig(refine=False)), error(FitConfig())
     assert refined < 0.9 * placed, (placed, refined)
+    assert error(FitConfig(), None) < 0.9 * placed  # from the input-size XYZ alone
+    assert error(FitConfig(damping_start=0.0, pair_start_mm=2.0)) < 0.9 * placed  # undamped, from near pairs
     assert error(FitConfig(surface_steps=2)) < placed  # the per-vertex heights too
+
+
+def test_the_fit_reads_the_depth_at_its_own_size_the_same_points_in_any_batch(setup: dict) -> None:
+    """The tiny camera's 160 x 120 depth under an encoder of 80 x 64: the fit's points are the depth's
+    own pixels, more of them than the input has, and each frame's subset does not depend on what is read with it."""
+    g = zarr.open_group(setup["rgbd"], mode="r")
+    frames = read_frames(setup["rgbd"], 80, 64, fit_count=2000, limit=3)
+    assert frames.points is not None and frames.points.shape == (3, 2000, 3)
+    for i in range(3):
+        pixels = depth_to_xyz(g["depth"][i], g["intrinsics"][i]).reshape(-1, 3)
+        pixels = pixels[np.isfinite(pixels).all(1)]
+        assert len(pixels) > np.isfinite(frames.xyz[i]).all(-1).sum()
+        assert cKDTree(pixels).query(frames.points[i])[0].max() < 1e-3  # each one a pixel of the full depth
+        assert len(np.unique(frames.points[i], axis=0)) == min(len(pixels), 2000)  # without replacement while enough
+    later = read_frames(setup["rgbd"], 80, 64, fit_count=2000, limit=2)
+    assert np.array_equal(later.points, frames.points[:2])
+    assert read_frames(setup["rgbd"], 80, 64, limit=1).points is None
 
 
 def test_an_encoder_run_of_other_settings_is_a_clear_error(setup: dict, tmp_path: Path) -> None:
@@ -233,7 +254,7 @@ def test_evaluate_reproduces_a_constructed_error(setup: dict, tmp_path: Path) ->
 
         seen = 0
 
-        def predict(self, rgb: np.ndarray, xyz: np.ndarray, modality: str, fit: object = None) -> np.ndarray:
+        def predict(self, rgb: np.ndarray, xyz: np.ndarray, modality: str, fit: object = None, points: object = None) -> np.ndarray:
             t = truth[Shifted.seen % len(truth):][: len(rgb)]
             Shifted.seen += len(rgb)
             c = t.mean(1, keepdims=True)
