@@ -98,12 +98,13 @@ class EncoderPredictor:
             camera = posed(self.face.net.decode(out["identity_code"], out["expression_code"]).float(), out, anchor_t)
         if fit is None or modality == "rgb":
             return camera.cpu().numpy().astype(np.float64)
-        placed = fit_to_depth(self, out, anchor_t, depth_points(xyz, fit.max_points, self.device), fit)
+        near = None if points is None else torch.as_tensor(points, dtype=torch.float32, device=self.device)
+        far = (depth_points(xyz, fit.max_points, self.device) if near is None or near.shape[1] < fit.max_points
+               else near[:, :fit.max_points])  # a random subset already: its first points are one too
+        placed = fit_to_depth(self, out, anchor_t, far, fit)
         if not fit.refine:
             return placed.camera().cpu().numpy().astype(np.float64)
-        near = (depth_points(xyz, fit.refine_points, self.device) if points is None
-                else torch.as_tensor(points, dtype=torch.float32, device=self.device))
-        return refine_to_depth(self, placed, near, fit)
+        return refine_to_depth(self, placed, depth_points(xyz, fit.refine_points, self.device) if near is None else near, fit)
 
 
 def depth_points(xyz: np.ndarray, count: int, device: torch.device) -> torch.Tensor:

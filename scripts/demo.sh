@@ -43,10 +43,10 @@ $fp correspond --checkpoint out/demo/run --in out/example/scans.zarr --out out/d
 $fp correspond --method nicp --in out/example/scans.zarr --out out/demo/meshes-nicp --limit 4
 $fp evaluate --checkpoint out/demo/run --in out/example/scans.zarr --out out/demo/eval
 $fp evaluate --checkpoint out/demo/run --in out/demo/synth.zarr --out out/demo/eval-synth --limit 30
-# faces from depth: half the synthetic faces through the small depth camera, a tiny depth encoder for
+# faces from depth: 24 of the synthetic faces through the small depth camera, a tiny depth encoder for
 # the decoders just trained, the frames' meshes in camera space, and their error
 rm -rf out/demo/encoder out/demo/reconstructed
-$fp render-rgbd --in out/demo/synth.zarr --out out/demo/rgbd-tiny.zarr --preset tiny --limit 45 --overwrite
+$fp render-rgbd --in out/demo/synth.zarr --out out/demo/rgbd-tiny.zarr --preset tiny --limit 24 --overwrite
 $fp train-encoder --checkpoint out/demo/run --rgbd out/demo/rgbd-tiny.zarr --preset tiny --out out/demo/encoder
 $fp reconstruct --checkpoint out/demo/encoder --in out/demo/rgbd-tiny.zarr --out out/demo/reconstructed
 $fp evaluate --checkpoint out/demo/encoder --in out/demo/rgbd-tiny.zarr --out out/demo/eval-rgbd

@@ -113,6 +113,6 @@ def test_the_demo_runs_end_to_end(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "out" / "demo" / "eval" / "report.json").read_text())
     assert report["samples"] == 20 and "bu3dfe_regions_mm" in report
     assert (tmp_path / "out" / "demo" / "run" / "losses.png").exists()
-    assert len(list((tmp_path / "out" / "demo" / "reconstructed").glob("*.ply"))) == 45  # faces from depth frames
+    assert len(list((tmp_path / "out" / "demo" / "reconstructed").glob("*.ply"))) == 24  # faces from depth frames
     frames = json.loads((tmp_path / "out" / "demo" / "eval-rgbd" / "report.json").read_text())["branches"]
-    assert set(frames) == {"depth/sensor", "depth/clean"} and frames["depth/sensor"]["frames"] == 45
+    assert set(frames) == {"depth/sensor", "depth/clean"} and frames["depth/sensor"]["frames"] == 24

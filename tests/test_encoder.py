@@ -270,7 +270,8 @@ def test_evaluate_reproduces_a_constructed_error(setup: dict, tmp_path: Path) ->
     assert r["depth/sensor"]["vertex_mm"]["mean"] > 2.0
     for name in ("report.json", "samples.csv", "heatmap_depth_sensor.png", "heatmap_depth_clean.png"):
         assert (tmp_path / "ev" / name).exists()
-    cli = subprocess.run([EXE, "evaluate", "--in", setup["rgbd"], "--checkpoint", str(setup["encoder"]), "--out", str(tmp_path / "cli")],
+    cli = subprocess.run([EXE, "evaluate", "--in", setup["rgbd"], "--checkpoint", str(setup["encoder"]), "--out", str(tmp_path / "cli"),
+                          "--limit", "4"],
                          capture_output=True, text=True, timeout=300)
     assert cli.returncode == 0, cli.stderr
     assert "depth/sensor" in cli.stdout and "depth/clean" in cli.stdout
