@@ -90,7 +90,7 @@ class EncoderPredictor:
                 points: np.ndarray | None = None) -> np.ndarray:
         """(N, V, 3) camera-space faces (mm) from frames at the input size; `fit`: then fitted to
         their depth (branches that read depth); `points`: (N, P, 3) points of that depth at its own
-        size for the refinement (`frames.fit_points`; without them it reads the input-size XYZ)."""
+        size for both fits (`frames.fit_points`; without them they read the input-size XYZ)."""
         anchor = anchors(xyz, modality, float(self.encoder.distance_mm))
         anchor_t = torch.as_tensor(anchor, device=self.device)
         with torch.no_grad():
@@ -174,8 +174,8 @@ def refine_to_depth(predictor: EncoderPredictor, placed: Placed, points: torch.T
     thresholds (template units) mean what they mean for scans. No landmarks: a frame has none. One
     view leaves the sides of the face unseen; their vertices find no pair and follow the bases.
     Measured (held-out ICT faces through the phone camera, the reference run's basis decoders, pose-
-    fitted vertex error): 3.3 mm after the Chamfer fit, 2.1 mm after this on sensor depth; 3.0 and
-    1.2 mm on the clean depth."""
+    fitted vertex error): 3.3 mm after the Chamfer fit, 1.7 mm after this on sensor depth; 3.0 and
+    1.0 mm on the clean depth."""
     unit = float(predictor.encoder.scale_mm)  # the training faces' mm per template unit: the same for every batch
     settings = RefineConfig(basis_threshold_start=(config.pair_start_mm / unit) ** 2, basis_threshold=(config.pair_end_mm / unit) ** 2,
                             basis_steps=config.refine_steps, basis_damping=config.damping_start, max_points=config.refine_points,

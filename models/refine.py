@@ -51,9 +51,9 @@ class RefineConfig(BaseModel):
                                    "shadow under the nose) stop pulling once the face is close")
     basis_prior: float = Field(1e-7, ge=0, description="pull of the coefficients towards zero (the bases are PCA-scaled)")
     basis_damping: float = Field(0.0, ge=0, description="Levenberg-Marquardt damping of the coefficients' step at the "
-                                 "first basis step, shrinking geometrically to basis_prior at the last (0, or a prior of 0: none): the "
-                                 "first steps move the pose and the broad shape, the later ones the detail, so a start "
-                                 "a few mm off is not locked into the shape by its first pairs")
+                                 "first basis step, shrinking geometrically to basis_prior at the last (0, or a prior "
+                                 "of 0: none): the first steps move the pose and the broad shape, the later ones the "
+                                 "detail, so a start a few mm off is not locked into the shape by its first pairs")
     basis_landmark_weight: float = Field(0.1, ge=0, description="the five landmarks against the mean point-to-plane term")
     detected_trust: float = Field(0.01, ge=0, le=1, description="share of the landmark weights given to detected "
                                   "landmarks (MediaPipe's are 2-3 mm off; a database's annotations are not)")
