@@ -419,12 +419,12 @@ def reconstruct(
     inputs: Annotated[list[str], typer.Option("--in", help="an rgbd store, or capture files: depth .png (mm) / .npy (m), or RGB images for --modality rgb (repeatable)")],
     out: Annotated[Path, typer.Option(help="folder for the meshes (camera space, mm) and index.csv")],
     modality: Annotated[str | None, typer.Option(help="the branch: rgbd | depth | rgb (default: the run's first)")] = None,
-    intrinsics: Annotated[Path | None, typer.Option(help="intrinsics JSON for every depth file (default: <stem>.json beside each)")] = None,
+    intrinsics: Annotated[Path | None, typer.Option(help="intrinsics JSON for every file (default: <stem>.json beside each; RGB images without one: a 60-degree view)")] = None,
     clean: Annotated[bool, typer.Option("--clean", help="store frames: read the true depth instead of the sensor's")] = False,
     fmt: Annotated[str, typer.Option("--format", help="ply | obj")] = "ply",
     batch: Annotated[int, typer.Option(min=1, help="frames per network call")] = 16,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
-    refine: Annotated[bool, typer.Option(help="fit each face to its frame's depth after the encoder (codes and pose, then the refinement)")] = True,
+    refine: Annotated[bool, typer.Option(help="fit each face to its frame after the encoder: to the depth (codes and pose, then the refinement), or for RGB to MediaPipe's landmarks and the shading")] = True,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Faces from RGB-D, depth or RGB: one mesh per frame in template topology, in camera space."""
@@ -559,7 +559,7 @@ def _evaluate_frames(store: str, checkpoint: Path, out: Path, limit: int | None,
     from facepipe.schemas.encoder import FitConfig
 
     summary = evaluate_frames(store, EncoderPredictor.load(checkpoint, device), out, limit, fit=FitConfig() if refine else None)
-    typer.echo(f"{store} (encoder {summary['encoder']}, {'fitted to the depth' if refine else 'encoder alone'}) -> {out}")
+    typer.echo(f"{store} (encoder {summary['encoder']}, {'fitted to the frames' if refine else 'encoder alone'}) -> {out}")
     typer.echo(f"  {'branch/input':<16} {'frames':>6} {'camera mm':>10} {'pose-fitted mm':>15} {'+ scale mm':>11} {'ms/frame':>9}")
     for key, r in summary["branches"].items():  # type: ignore[union-attr]
         typer.echo(f"  {key:<16} {r['frames']:>6} {r['vertex_mm']['mean']:>10.2f} {r['vertex_mm_pose_fitted']['mean']:>15.2f} "

@@ -57,7 +57,8 @@ def evaluate_frames(url: str, predictor: EncoderPredictor, out: Path, limit: int
     rows: list[dict[str, object]] = []
     for clean in (False, True):
         frames = read_frames(url, cfg.width, cfg.height, clean_input=clean, limit=limit,
-                             fit_count=fit.refine_points if fit is not None and fit.refine else 0)
+                             fit_count=fit.refine_points if fit is not None and fit.refine else 0,
+                             landmarks=not clean and "rgb" in cfg.modalities and fit is not None and predictor.has_landmarks)
         if frames.truth is None:
             raise FramesError(f"{url}: no ground truth (render-rgbd carries it for frames of a synth store)")
         for m in cfg.modalities:
@@ -66,7 +67,9 @@ def evaluate_frames(url: str, predictor: EncoderPredictor, out: Path, limit: int
             key = m if m == "rgb" else f"{m}/{'clean' if clean else 'sensor'}"
             t0 = time.perf_counter()
             pred = np.concatenate([predictor.predict(frames.rgb[i:i + batch], frames.xyz[i:i + batch], m, fit,
-                                                     None if frames.points is None else frames.points[i:i + batch])
+                                                     None if frames.points is None else frames.points[i:i + batch],
+                                                     frames.k[i:i + batch],
+                                                     None if frames.landmarks is None else frames.landmarks[i:i + batch])
                                    for i in range(0, len(frames), batch)])
             ms = (time.perf_counter() - t0) / len(frames) * 1e3
             camera = np.linalg.norm(pred - frames.truth, axis=-1)

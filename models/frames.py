@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import torch
 
+from facepipe.models.image_landmarks import detect
 from facepipe.pipeline.errors import FacepipeError
 from facepipe.pipeline.geometry.depth_sensor import depth_to_xyz
 from facepipe.pipeline.runtime.store import OK, open_group, read_plan, read_status
@@ -39,6 +40,7 @@ class Frames:
     truth_template: np.ndarray | None = None  # (N, V, 3) the same in the template frame
     clean: np.ndarray | None = None  # (N, P, 3) points of the true depth, camera mm
     points: np.ndarray | None = None  # (N, P, 3) points of the input depth at its own size (the fit's), camera mm
+    landmarks: np.ndarray | None = None  # (N, 468, 2) MediaPipe's landmarks in input-size pixels, NaN where none found
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -78,10 +80,11 @@ def image_points(depth: np.ndarray, k: np.ndarray, count: int, rng: np.random.Ge
 
 
 def read_frames(url: str, width: int, height: int, clean_input: bool = False, clean_count: int = 0, seed: int = 0,
-                limit: int | None = None, fit_count: int = 0) -> Frames:
+                limit: int | None = None, fit_count: int = 0, landmarks: bool = False) -> Frames:
     """The ok frames of an rgbd store; `clean_input`: XYZ from the true depth instead of the sensor's;
     `clean_count` > 0: also that many true-depth points per frame (the cross-domain term's target);
-    `fit_count` > 0: that many points of the input depth at its own size (the fit to the depth's)."""
+    `fit_count` > 0: that many points of the input depth at its own size (the fit to the depth's);
+    `landmarks`: MediaPipe's landmarks, found on the RGB at its own size (the fit to the image's)."""
     group = open_group(url, "r")
     plan = read_plan(group, url)
     if plan.kind != "rgbd":
@@ -91,7 +94,7 @@ def read_frames(url: str, width: int, height: int, clean_input: bool = False, cl
         raise FramesError(f"{url}: no finished frame")
     ids = [str(s) for s in group["source_path"][:]]
     has_truth = "vertices" in group
-    rgbs, xyzs, ks, clean, points, truth, truth_template = [], [], [], [], [], [], []
+    rgbs, xyzs, ks, clean, points, marks, truth, truth_template = [], [], [], [], [], [], [], []
     for start in range(0, len(ok), CHUNK):
         rows = ok[start:start + CHUNK]
         lo, hi = int(rows[0]), int(rows[-1]) + 1
@@ -107,12 +110,15 @@ def read_frames(url: str, width: int, height: int, clean_input: bool = False, cl
                 clean.append(image_points(true[r], k[r], clean_count, np.random.default_rng([seed, lo + int(r)])))
             if fit_count:
                 points.append(fit_points(depth[r], k[r], fit_count))
+            if landmarks:
+                marks.append(detect(rgb[r], width, height))
         if has_truth:
             truth.append(group["vertices"][lo:hi][rows - lo])
             truth_template.append(group["vertices_template"][lo:hi][rows - lo])
     return Frames([ids[i] for i in ok], np.stack(rgbs), np.stack(xyzs), np.stack(ks), tuple(group["depth"].shape[1:3]),
                   np.concatenate(truth) if has_truth else None, np.concatenate(truth_template) if has_truth else None,
-                  np.stack(clean) if clean_count else None, np.stack(points) if fit_count else None)
+                  np.stack(clean) if clean_count else None, np.stack(points) if fit_count else None,
+                  np.stack(marks) if landmarks else None)
 
 
 def fit_points(depth: np.ndarray, k: np.ndarray, count: int) -> np.ndarray:
@@ -128,7 +134,7 @@ def concat(frames: Sequence[Frames]) -> Frames:
 
     return Frames([i for f in frames for i in f.ids], np.concatenate([f.rgb for f in frames]),
                   np.concatenate([f.xyz for f in frames]), np.concatenate([f.k for f in frames]), frames[0].shape,
-                  both("truth"), both("truth_template"), both("clean"))
+                  both("truth"), both("truth_template"), both("clean"), landmarks=both("landmarks"))
 
 
 def anchors(xyz: np.ndarray, modality: str, distance_mm: float) -> np.ndarray:

@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ import torch
 from facepipe.models.correspond import Predictor
 from facepipe.models.encoder import FaceEncoder, posed, shade
 from facepipe.models.frames import Frames, anchors, concat, network_input, read_frames
+from facepipe.models.image_landmarks import MESH_POINTS, learn_embedding
 from facepipe.models.losses import gather, nearest, vertex_normals
 from facepipe.models.run_files import load_state, model_file, open_run, restore, save_atomic, start_records, write_history
 from facepipe.models.train import Clock, pick_device
@@ -128,6 +129,7 @@ class EncoderRun:
     device: torch.device
     rank: int = 0
     world: int = 1
+    landmarks: np.ndarray = field(default_factory=lambda: np.full(MESH_POINTS, -1))  # template vertex of each MediaPipe landmark
 
     def epoch(self, epoch: int) -> dict[str, float]:
         cfg = self.config
@@ -251,12 +253,25 @@ def build(config: EncoderConfig) -> EncoderRun:
 
     supervision = Supervision(z, tensor(frames.truth), tensor(frames.clean))
     triangles = torch.as_tensor(outward(face.template.triangles, face.template.vertices), device=device)
-    return EncoderRun(config, face, state, encoder, model, optimizer, frames, points, supervision, triangles, device, rank, world)
+    marks = landmark_vertices(config, face, float(encoder.scale_mm)) if "rgb" in config.modalities else np.full(MESH_POINTS, -1)
+    return EncoderRun(config, face, state, encoder, model, optimizer, frames, points, supervision, triangles, device, rank, world,
+                      marks)
+
+
+def landmark_vertices(config: EncoderConfig, face: Predictor, unit_mm: float) -> np.ndarray:
+    """(468,) the template vertex of each MediaPipe landmark (-1: left out), learnt on the first
+    training frames with ground truth; all -1 where none has it (the fit to an image then reads the shading alone)."""
+    frames = concat([read_frames(u, config.width, config.height, limit=config.landmark_frames, landmarks=True) for u in config.rgbd])
+    if frames.truth is None:
+        return np.full(MESH_POINTS, -1)
+    return learn_embedding(frames.landmarks, frames.k, frames.truth.astype(np.float64), face.template.vertices,  # type: ignore[arg-type]
+                           face.template.triangles, unit_mm, config.landmark_spread_mm)
 
 
 def encoder_state(run: EncoderRun) -> dict[str, object]:
     """What `facepipe reconstruct` needs and nothing else: the encoder, its config and the face run it decodes with."""
-    return {"encoder": run.encoder.state_dict(), "config": run.config.model_dump_json(), "decoders": run.face_state}
+    return {"encoder": run.encoder.state_dict(), "config": run.config.model_dump_json(), "decoders": run.face_state,
+            "landmarks": torch.as_tensor(run.landmarks)}
 
 
 def save_checkpoint(path: Path, run: EncoderRun, epoch: int) -> None:

@@ -41,6 +41,10 @@ class EncoderConfig(BaseModel):
     chamfer_points: int = Field(1024, ge=16, description="clean-depth points per frame for the cross-domain term")
     code_fit_steps: int = Field(150, ge=0, description="steps fitting the decoders' codes to each ground-truth face (the code targets)")
     weights: EncoderWeights = EncoderWeights()
+    landmark_frames: int = Field(500, ge=1, description="RGB branch: training frames on which MediaPipe's landmarks are "
+                                 "placed on the template (for the fit to the image)")
+    landmark_spread_mm: float = Field(3.0, gt=0, description="a landmark is used when its template vertices over those "
+                                      "frames lie this close (median) to their median; contour points slide with the view")
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = Field(True, description="bf16 autocast on CUDA")
@@ -103,6 +107,16 @@ class FitConfig(BaseModel):
                                  "first step (undamped, far pairs reach from the unseen sides to the silhouette and lock "
                                  "the shape; damped, the first steps move the pose)")
     pair_end_mm: float = Field(1.4, gt=0, description="the same, last step (the steps between shrink it geometrically)")
+    image_steps: int = Field(100, ge=0, description="RGB branch: Adam steps fitting codes, pose and light to the image")
+    image_lr: float = Field(0.01, gt=0)
+    image_light_lr: float = Field(0.02, gt=0, description="the albedo's and SH light's step size")
+    image_scale: bool = Field(False, description="let the image fit change the face's size (an image cannot tell a "
+                              "larger face from a nearer one: the encoder's size, about the training faces' mean, is kept)")
+    image_code_weight: float = Field(0.1, ge=0, description="pull of the standardised codes towards the encoder's")
+    photometric_weight: float = Field(1.0, ge=0, description="the image fit's L1 between the image and the shaded face (0-1 colour)")
+    landmark_weight: float = Field(0.1, ge=0, description="the image fit's robust distance of the landmark vertices from "
+                                   "MediaPipe's landmarks, per pixel of the input size")
+    visibility_every: int = Field(10, ge=1, description="steps between tracings of which vertices the camera sees")
     surface_steps: int = Field(0, ge=0, description="pairings of the refinement's per-vertex heights (off: on phone "
                                "depth the heights follow the sensor's noise: two gave 1.84 against 1.78 mm from sensor "
                                "depth with 16,000 points)")

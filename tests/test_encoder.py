@@ -24,6 +24,7 @@ from facepipe.models.train_encoder import train_encoder
 from facepipe.pipeline.errors import ScanFormatError
 from facepipe.pipeline.faces.procedural import default_template, procedural_model
 from facepipe.pipeline.faces.template import template_selection
+from facepipe.pipeline.geometry.align import scale_of, umeyama
 from facepipe.pipeline.geometry.depth_sensor import depth_to_xyz, mesh_depth
 from facepipe.pipeline.io.frame_files import frame_files, read_depth, read_frame
 from facepipe.pipeline.runtime.sources import store_source
@@ -100,7 +101,7 @@ def test_a_tiny_encoder_lowers_its_error_and_writes_its_run(setup: dict) -> None
     for name in ("config.json", "metrics.jsonl", "losses.png", "predictions.png", "model.pt", "checkpoints/last.pt"):
         assert (run / name).exists(), name
     state = torch.load(run / "model.pt", weights_only=True)
-    assert set(state) == {"encoder", "config", "decoders"}  # self-contained: the decoders travel with it
+    assert set(state) == {"encoder", "config", "decoders", "landmarks"}  # self-contained: the decoders travel with it
 
 
 def test_resume_is_exact(setup: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -171,6 +172,87 @@ def test_refinement_to_the_depth_takes_the_faces_closer_to_the_truth(setup: dict
     assert error(FitConfig(), None) < 0.9 * placed  # from the input-size XYZ alone
     assert error(FitConfig(damping_start=0.0, pair_start_mm=2.0)) < 0.9 * placed  # undamped, from near pairs
     assert error(FitConfig(surface_steps=2)) < placed  # the per-vertex heights too
+
+
+def _near_truth(predictor: EncoderPredictor, truth: np.ndarray, shift_mm: float, degrees: float) -> dict[str, torch.Tensor]:
+    """An RGB head's output for the mean face laid onto each true face by a similarity, then moved
+    `shift_mm` and turned `degrees`: where a fit to the image starts, a few mm off."""
+    enc, n = predictor.encoder, len(truth)
+    mean = enc.code_mean[None]
+    with torch.no_grad():
+        face = predictor.face.net.decode(mean[:, :enc.identity_dim], mean[:, enc.identity_dim:])[0].numpy().astype(np.float64)
+    a = np.radians(degrees)
+    turn = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    rot, scale, offset = [], [], []
+    for t in truth:
+        m = umeyama(face, t)
+        s = scale_of(m)
+        rot.append(turn @ m[:3, :3] / s)
+        scale.append(s)
+        offset.append(m[:3, 3] + np.array([shift_mm, -shift_mm, 0.0]))
+    f32 = {"dtype": torch.float32}
+    return {"z": torch.zeros(n, len(mean[0])), "rotation": torch.as_tensor(np.stack(rot), **f32),
+            "scale_mm": torch.as_tensor(scale, **f32), "offset_mm": torch.as_tensor(np.stack(offset), **f32),
+            "albedo": torch.full((n, 3), 0.65), "sh": torch.tensor([2.6, 0.0, 0.6, 0, 0, 0, 0, 0, 0])[None, :, None].repeat(n, 1, 3)}
+
+
+def test_the_fit_to_the_image_takes_the_faces_closer_to_the_truth(setup: dict) -> None:
+    """Faces shaded by SH light (render-rgbd's): from the mean face 5 mm and 4 degrees off, the fit of
+    codes, pose and light to the image and to landmarks (here the projections of 40 true vertices,
+    where MediaPipe's would be) brings the faces nearer their truth, in camera space; frames without
+    landmarks keep the encoder's face."""
+    from facepipe.models.image_landmarks import MESH_POINTS
+    from facepipe.models.reconstruct import fit_to_image
+    from facepipe.schemas.encoder import FitConfig
+
+    predictor = EncoderPredictor.load(setup["encoder"], "cpu")
+    frames = read_frames(setup["rgbd"], 160, 120, limit=6)  # the tiny camera's own size
+    truth = frames.truth.astype(np.float64)
+    out = _near_truth(predictor, truth, 5.0, 4.0)
+    anchor = torch.zeros(len(truth), 3)
+    marked = np.random.default_rng(0).choice(truth.shape[1], 40, replace=False)
+    predictor.landmarks = np.full(MESH_POINTS, -1)
+    predictor.landmarks[5:45] = marked
+    seen = truth[:, marked]
+    pixels = np.full((len(truth), MESH_POINTS, 2), np.nan)
+    pixels[:, 5:45] = np.stack([frames.k[:, None, 0, 0] * seen[..., 0] / seen[..., 2] + frames.k[:, None, 0, 2],
+                                frames.k[:, None, 1, 1] * seen[..., 1] / seen[..., 2] + frames.k[:, None, 1, 2]], -1)
+    pixels[0, 5:10] = np.nan  # landmarks not found
+
+    def error(steps: int, landmarks: np.ndarray | None) -> float:
+        placed = fit_to_image(predictor, out, anchor, frames.rgb, frames.k, FitConfig(image_steps=steps), landmarks)
+        return float(np.linalg.norm(placed.camera().numpy() - truth, axis=-1).mean())
+
+    start, fitted, shading = error(0, pixels), error(FitConfig().image_steps, pixels), error(FitConfig().image_steps, None)
+    assert start > 5.0 and fitted < 0.7 * start and shading == start, (start, fitted, shading)
+
+
+def test_an_rgb_encoder_places_mediapipe_landmarks_and_its_photos_are_fitted(setup: dict, tmp_path: Path) -> None:
+    """train-encoder's RGB branch learns where MediaPipe's landmarks lie on the template (procedural
+    faces: the points wander more than on real ones, hence the wide spread); reconstruct reads plain
+    photos without intrinsics (a 60-degree view), finds their landmarks and fits the faces to them."""
+    import trimesh
+
+    from facepipe.models.image_landmarks import detect
+
+    train_encoder(tiny(setup["face"], setup["rgbd"], modalities=["rgb"], epochs=1, landmark_spread_mm=30.0), tmp_path / "rgb", **QUIET)
+    predictor = EncoderPredictor.load(tmp_path / "rgb", "cpu")
+    assert predictor.landmarks.shape == (468,) and predictor.has_landmarks
+    assert (predictor.landmarks < len(predictor.face.template.vertices)).all()
+    g = zarr.open_group(setup["rgbd"], mode="r")
+    faces = [i for i in range(g["rgb"].shape[0]) if np.isfinite(detect(g["rgb"][i], 80, 64)).all()][:3]  # MediaPipe finds these
+    photos = []
+    for n, i in enumerate(faces):
+        Image.fromarray(g["rgb"][i]).save(tmp_path / f"p{n}.png")
+        photos.append(tmp_path / f"p{n}.png")
+    (tmp_path / "p2.json").write_text(json.dumps({"fx": 100, "fy": 100, "cx": 80, "cy": 60, "width": 200, "height": 120}))
+    files = frame_files(photos, rgb_only=True)
+    rows = reconstruct(files, predictor, tmp_path / "fitted", modality="rgb")
+    plain = reconstruct(files, predictor, tmp_path / "plain", modality="rgb", fit=None)
+    assert [bool(r["error"]) for r in rows] == [False, False, True] and "its intrinsics say 200x120" in str(rows[2]["error"])
+    moved = [np.abs(trimesh.load(tmp_path / "fitted" / f"p{i}.ply", process=False).vertices
+                    - trimesh.load(tmp_path / "plain" / f"p{i}.ply", process=False).vertices).max() for i in range(2)]
+    assert [bool(r["error"]) for r in plain] == [False, False, True] and min(moved) > 0.1, moved
 
 
 def test_the_fit_reads_the_depth_at_its_own_size_the_same_points_in_any_batch(setup: dict) -> None:
@@ -254,7 +336,8 @@ def test_evaluate_reproduces_a_constructed_error(setup: dict, tmp_path: Path) ->
 
         seen = 0
 
-        def predict(self, rgb: np.ndarray, xyz: np.ndarray, modality: str, fit: object = None, points: object = None) -> np.ndarray:
+        def predict(self, rgb: np.ndarray, xyz: np.ndarray, modality: str, fit: object = None, points: object = None,
+                    k: object = None, landmarks: object = None) -> np.ndarray:
             t = truth[Shifted.seen % len(truth):][: len(rgb)]
             Shifted.seen += len(rgb)
             c = t.mean(1, keepdims=True)

@@ -3,7 +3,8 @@
 A depth frame is a 16-bit PNG in millimetres or a float32 `.npy` in metres (0, NaN and inf are
 holes), with an intrinsics JSON (`fx fy cx cy width height`, OpenCV convention: pixel centres at
 integers): given once for all frames, or as `<stem>.json` beside each. An RGB image of the same
-size may sit beside it as `<stem>.rgb.png` (or `.jpg`). For the RGB branch the files are images.
+size may sit beside it as `<stem>.rgb.png` (or `.jpg`). For the RGB branch the files are images,
+their intrinsics found the same way but optional (the fit to the image then assumes a phone's view).
 """
 
 from __future__ import annotations
@@ -84,11 +85,11 @@ def frame_files(paths: list[Path], rgb_only: bool, intrinsics: Path | None = Non
     left None here and reported when the frame is read, so one bad frame costs only itself)."""
     out = []
     for p in paths:
-        if rgb_only:
-            out.append(FrameFiles(p, None, intrinsics, p))
-            continue
         stem = p.name[: -len(p.suffix)] if p.suffix else p.name
         own = p.with_name(stem + ".json")
+        if rgb_only:
+            out.append(FrameFiles(p, None, intrinsics or (own if own.exists() else None), p))
+            continue
         rgb = next((p.with_name(stem + s) for s in RGB_SUFFIXES if p.with_name(stem + s).exists()), None)
         out.append(FrameFiles(p, p, intrinsics or (own if own.exists() else None), rgb))
     return out
@@ -106,6 +107,9 @@ def read_frame(files: FrameFiles, need_rgb: bool) -> Frame:
         raise ScanFormatError(files.source, f"the depth is {depth.shape[1]}x{depth.shape[0]}, its intrinsics say "
                               f"{shape[1]}x{shape[0]}")  # type: ignore[index]
     rgb = read_image(files.rgb) if files.rgb is not None else None
+    if rgb is not None and depth is None and shape is not None and rgb.shape[:2] != shape:
+        raise ScanFormatError(files.rgb, f"the image is {rgb.shape[1]}x{rgb.shape[0]}, its intrinsics say "  # type: ignore[arg-type]
+                              f"{shape[1]}x{shape[0]}")
     if need_rgb and rgb is None:
         raise ScanFormatError(files.source, f"the rgbd branch needs an RGB image beside it ({files.source.stem}.rgb.png)")
     if rgb is not None and depth is not None and rgb.shape[:2] != depth.shape:
