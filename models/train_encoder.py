@@ -260,7 +260,7 @@ def build(config: EncoderConfig) -> EncoderRun:
 
 def landmark_vertices(config: EncoderConfig, face: Predictor, unit_mm: float) -> np.ndarray:
     """(468,) the template vertex of each MediaPipe landmark (-1: left out), learnt on the first
-    training frames with ground truth; all -1 where none has it (the fit to an image then reads the shading alone)."""
+    training frames with ground truth; all -1 where none has it (the fit to an image then keeps the encoder's faces)."""
     frames = concat([read_frames(u, config.width, config.height, limit=config.landmark_frames, landmarks=True) for u in config.rgbd])
     if frames.truth is None:
         return np.full(MESH_POINTS, -1)
