@@ -26,8 +26,7 @@ from facepipe.models.frames import FramesError, anchors, fit_points, network_inp
 from facepipe.models.run_files import load_state, model_file
 from facepipe.models.refine import RefineConfig, refine
 from facepipe.models.image_landmarks import MESH_POINTS, detect
-from facepipe.models.losses import vertex_normals
-from facepipe.models.train_encoder import outward, robust_chamfer_mm
+from facepipe.models.train_encoder import image_at_vertices, outward, project, robust_chamfer_mm
 from facepipe.pipeline.errors import FacepipeError, printable
 from facepipe.pipeline.geometry.render import Raycaster
 from facepipe.pipeline.io.frame_files import FrameFiles, read_frame
@@ -80,6 +79,10 @@ class EncoderPredictor:
     @property
     def has_landmarks(self) -> bool:
         return bool((self.landmarks >= 0).any())
+
+    def fits_landmarks(self, modality: str, fit: FitConfig | None) -> bool:
+        """Whether `predict` fits this branch's faces to MediaPipe's landmarks (so its frames need them found)."""
+        return modality == "rgb" and fit is not None and fit.image_steps > 0 and self.has_landmarks
 
     @property
     def fingerprint(self) -> str:
@@ -224,10 +227,9 @@ def fit_to_image(predictor: EncoderPredictor, out: dict[str, torch.Tensor], anch
     sh = out["sh"].detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([{"params": moves.parameters(config.image_scale), "lr": config.image_lr},
                             {"params": [albedo_logit, sh], "lr": config.image_light_lr}])
-    image = torch.as_tensor(rgb, dtype=torch.float32, device=dev).permute(0, 3, 1, 2) / 255.0
+    image = torch.as_tensor(rgb, dtype=torch.float32, device=dev) / 255.0
     kt = torch.as_tensor(k, dtype=torch.float32, device=dev)
     triangles = torch.as_tensor(outward(predictor.face.template.triangles, predictor.face.template.vertices), device=dev)
-    h, w = rgb.shape[1:3]
     keep = predictor.landmarks >= 0 if landmarks is not None else np.zeros(MESH_POINTS, bool)
     target = torch.as_tensor(landmarks[:, keep] if keep.any() else np.zeros((len(rgb), 0, 2)), dtype=torch.float32, device=dev)  # type: ignore[index]
     found = torch.isfinite(target).all(-1).float()
@@ -235,23 +237,16 @@ def fit_to_image(predictor: EncoderPredictor, out: dict[str, torch.Tensor], anch
     vertex = torch.as_tensor(predictor.landmarks[keep], device=dev)
     anchored = (found.sum(1) > 0).float()  # the shading alone lets the face shrink inside its outline: no landmarks, no fit
 
-    def project(points: torch.Tensor) -> torch.Tensor:
-        return torch.stack([kt[:, 0, 0, None] * points[..., 0] / points[..., 2] + kt[:, 0, 2, None],
-                            kt[:, 1, 1, None] * points[..., 1] / points[..., 2] + kt[:, 1, 2, None]], -1)
-
     seen = None
     for step in range(config.image_steps if anchored.any() else 0):
         camera = moves.place().camera()
         if step % config.visibility_every == 0:
             seen = torch.as_tensor(visible_vertices(camera.detach().cpu().numpy(), predictor.face.template.triangles), device=dev)
-        n = vertex_normals(camera, triangles)
-        uv = project(camera)
-        grid = torch.stack([2 * uv[..., 0] / (w - 1) - 1, 2 * uv[..., 1] / (h - 1) - 1], -1)
-        sampled = torch.nn.functional.grid_sample(image, grid[:, :, None], align_corners=True)[..., 0].transpose(1, 2)
-        mask = (seen & ((n * camera).sum(-1) < 0) & (grid.abs() <= 1).all(-1)).float()
+        n, sampled, facing = image_at_vertices(camera, image, kt, triangles)
+        mask = (seen & facing).float()
         diff = (shade(n, torch.sigmoid(albedo_logit), sh).clamp(0.0, 1.0) - sampled).abs().mean(-1)
         photo = (diff * mask).sum(1) / mask.sum(1).clamp_min(1.0)
-        px = ((project(camera[:, vertex]) - target) ** 2).sum(-1)
+        px = ((project(camera[:, vertex], kt) - target) ** 2).sum(-1)
         marked = ((torch.sqrt(px + 1.0) - 1.0) * found).sum(1) / found.sum(1).clamp_min(1.0)
         loss = ((config.photometric_weight * photo + config.landmark_weight * marked + config.image_code_weight * moves.code_prior())
                 * anchored).sum()
@@ -299,7 +294,7 @@ def reconstruct(inputs: str | list[FrameFiles], predictor: EncoderPredictor, out
         raise ReconstructError(f"unknown mesh format {fmt!r} (ply or obj)")
     cfg = predictor.config
     count = fit.refine_points if fit is not None and fit.refine and m != "rgb" else 0  # the refinement reads the depth at its own size
-    marks = m == "rgb" and fit is not None and fit.image_steps > 0 and predictor.has_landmarks
+    marks = predictor.fits_landmarks(m, fit)
     if isinstance(inputs, str):
         frames = read_frames(inputs, cfg.width, cfg.height, clean_input=clean_input, fit_count=count, landmarks=marks)
         sources = frames.ids
@@ -322,11 +317,9 @@ def reconstruct(inputs: str | list[FrameFiles], predictor: EncoderPredictor, out
             if not positions:
                 continue
             good = [p for p in range(start, min(start + batch, len(names))) if not isinstance(loaded[p], FacepipeError)]
-            meshes = dict(zip(good, predictor.predict(*(np.stack([loaded[p][j] for p in good]) for j in (0, 1)), m, fit,
-                                                      np.stack([loaded[p][2] for p in good]) if count else None,
-                                                      np.stack([loaded[p][3] for p in good]),
-                                                      np.stack([loaded[p][4] for p in good]) if marks else None)
-                              if good else [], strict=True))
+            stacked = [np.stack([loaded[p][j] for p in good]) if good and loaded[good[0]][j] is not None else None  # type: ignore[index]
+                       for j in range(5)]
+            meshes = dict(zip(good, predictor.predict(*stacked[:2], m, fit, *stacked[2:]) if good else [], strict=True))
             for p in positions:
                 row: dict[str, object] = {"position": p, "source": printable(sources[p]), "modality": m}
                 if p not in meshes:

@@ -83,18 +83,30 @@ def robust_chamfer_mm(pred: torch.Tensor, points: torch.Tensor, limit_mm: float,
     return (d1.mean() + d2.mean()) / 2
 
 
+def project(points: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """(B, P, 2) OpenCV pixel positions (col, row) of camera-space points through intrinsics `k` (B, 3, 3)."""
+    return torch.stack([k[:, 0, 0, None] * points[..., 0] / points[..., 2] + k[:, 0, 2, None],
+                        k[:, 1, 1, None] * points[..., 1] / points[..., 2] + k[:, 1, 2, None]], -1)
+
+
+def image_at_vertices(camera: torch.Tensor, rgb: torch.Tensor, k: torch.Tensor,
+                      triangles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The face's vertex normals (B, V, 3), the image `rgb` (B, H, W, 3) at each vertex's projection
+    (B, V, 3), and which vertices face the camera and project inside the image (B, V)."""
+    n = vertex_normals(camera, triangles)
+    h, w = rgb.shape[1:3]
+    uv = project(camera, k)
+    grid = torch.stack([2 * uv[..., 0] / (w - 1) - 1, 2 * uv[..., 1] / (h - 1) - 1], -1)
+    seen = torch.nn.functional.grid_sample(rgb.permute(0, 3, 1, 2), grid[:, :, None], align_corners=True)[..., 0].transpose(1, 2)
+    return n, seen, ((n * camera).sum(-1) < 0) & (grid.abs() <= 1).all(-1)
+
+
 def photometric(camera: torch.Tensor, out: dict[str, torch.Tensor], rgb: torch.Tensor, k: torch.Tensor,
                 triangles: torch.Tensor) -> torch.Tensor:
     """Mean L1 (0-1 colour) between the image at each visible vertex's projection and its albedo x SH
     shading; visible: facing the camera and inside the image (self-occlusion is not traced)."""
-    n = vertex_normals(camera, triangles)
-    visible = (n * camera).sum(-1) < 0
-    h, w = rgb.shape[1:3]
-    u = k[:, 0, 0, None] * camera[..., 0] / camera[..., 2] + k[:, 0, 2, None]
-    v = k[:, 1, 1, None] * camera[..., 1] / camera[..., 2] + k[:, 1, 2, None]
-    grid = torch.stack([2 * u / (w - 1) - 1, 2 * v / (h - 1) - 1], -1)
-    seen = torch.nn.functional.grid_sample(rgb.permute(0, 3, 1, 2), grid[:, :, None], align_corners=True)[..., 0].transpose(1, 2)
-    mask = (visible & (grid.abs() <= 1).all(-1)).float()
+    n, seen, visible = image_at_vertices(camera, rgb, k, triangles)
+    mask = visible.float()
     diff = (shade(n, out["albedo"], out["sh"]) - seen).abs().mean(-1)
     return (diff * mask).sum() / mask.sum().clamp_min(1.0)
 
