@@ -8,6 +8,9 @@ batched inference at the input size on this machine. Every step is the CLI as a 
     python benchmarks/bench_encoders.py --ict ICT --face-run RUN [--work DIR] [--identities 150] [--test 12]
         [--epochs 30] [--out benchmarks/results/encoders.json]
 
+With the fit to the depth, each depth branch is evaluated with and without the run's learnt
+correction of the sensor's depth, and the correction's own error on the test frames is reported.
+
 Targets: pose-fitted mean vertex error RGB-D < 1.5 mm, depth < 2 mm, RGB < 3 mm; the cross-domain
 term lowers the error from sensor depth; inference < 20 ms per frame on 2 cores at 160x120, batched.
 """
@@ -54,6 +57,31 @@ def inference_ms(run: Path, rgbd: str, batch: int = 16, repeats: int = 5) -> dic
     return out
 
 
+def correction_mm(run: Path, rgbd: str) -> dict[str, float] | None:
+    """Mean and median distance (mm, along the ray) of the sensor's depth from the true depth on the
+    store's frames, as it is and through the run's learnt correction, and the correction's ms per frame."""
+    from facepipe.models.depth_denoiser import denoise
+    from facepipe.pipeline.runtime.store import open_group
+
+    predictor = EncoderPredictor.load(run, "cpu")
+    if predictor.denoiser is None:
+        return None
+    group = open_group(rgbd, "r")
+    raw, fixed, seconds = [], [], 0.0
+    for i in range(group["depth"].shape[0]):
+        depth, clean = group["depth"][i], group["depth_clean"][i]
+        t0 = time.perf_counter()
+        corrected = denoise(predictor.denoiser, depth)
+        seconds += time.perf_counter() - t0
+        both = np.isfinite(depth) & np.isfinite(clean)
+        raw.append(np.abs(depth - clean)[both])
+        fixed.append(np.abs(corrected - clean)[both])
+    a, b = np.concatenate(raw), np.concatenate(fixed)
+    return {"sensor_mean_mm": round(float(a.mean()), 3), "sensor_median_mm": round(float(np.median(a)), 3),
+            "corrected_mean_mm": round(float(b.mean()), 3), "corrected_median_mm": round(float(np.median(b)), 3),
+            "ms_per_frame": round(seconds / group["depth"].shape[0] * 1e3, 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ict", type=Path, required=True, help="ict_facekit_face.npz or the FaceXModel/ folder")
@@ -96,9 +124,12 @@ def main() -> None:
             step(times, f"train-{name}", "train-encoder", "--checkpoint", str(args.face_run), *stores, *flags,
                  "--preset", "reference", "--config", str(w / f"{name}.json"), "--out", str(run), *extra)
         figures: dict[str, object] = {"input": settings or "preset"}
-        for label, flag in (("encoder", "--no-refine"), ("encoder+fit", "--refine")):
+        evaluations = [("encoder", ["--no-refine"]), ("encoder+fit", ["--refine"])]
+        if modalities != ["rgb"]:  # what the learnt correction of the sensor's depth brings to the fit
+            evaluations.append(("encoder+fit-uncorrected", ["--refine", "--no-denoise"]))
+        for label, flags in evaluations:
             folder = w / f"eval-{name}-{label}"
-            step(times, f"evaluate-{name}-{label}", "evaluate", "--in", test, "--checkpoint", str(run), "--out", str(folder), flag)
+            step(times, f"evaluate-{name}-{label}", "evaluate", "--in", test, "--checkpoint", str(run), "--out", str(folder), *flags)
             report = json.loads((folder / "report.json").read_text())
             figures[label] = {k: {"pose_fitted_mm": round(v["vertex_mm_pose_fitted"]["mean"], 3),
                                   "similarity_fitted_mm": round(v["vertex_mm_similarity_fitted"]["mean"], 3),
@@ -107,7 +138,7 @@ def main() -> None:
         history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         result["runs"][name] = figures | {  # type: ignore[index]
             "train_frames_per_s": round(float(np.mean([h["frames_per_s"] for h in history[1:] or history])), 2),
-            "inference_ms_per_frame": inference_ms(run, test)}
+            "inference_ms_per_frame": inference_ms(run, test), "depth_correction": correction_mm(run, test)}
     step(times, "reconstruct", "reconstruct", "--checkpoint", str(w / "run-joint"), "--in", test, "--out", str(w / "meshes"),
          "--overwrite")
     result["seconds"] = times

@@ -410,7 +410,17 @@ def train_encoder(
         errors = ", ".join(f"{k[:-7]} {last[k] / cfg.weights.vertex:.2f} mm" for k in last if k.endswith("_vertex") and cfg.weights.vertex)
         typer.echo(f"{out}\n  epochs     {len(history)}\n  loss       {first['loss']:.4f} -> {last['loss']:.4f}"
                    + (f"\n  vertices   {errors} (last epoch, training frames, camera space)" if errors else "")
+                   + _correction_line(out / "denoiser.jsonl")
                    + "\n  outputs    metrics.jsonl, losses.png, predictions.png, model.pt, checkpoints/")
+
+
+def _correction_line(path: Path) -> str:
+    """The sensor's depth correction as train-encoder learnt it: its L1 over the first and last steps."""
+    if not path.exists():
+        return ""
+    losses = [json.loads(line)["l1_mm"] for line in path.read_text().splitlines()]
+    start, end = np.mean(losses[:20]), np.mean(losses[-max(len(losses) // 10, 1):])
+    return f"\n  depth      the sensor's correction learnt: L1 {start:.2f} -> {end:.2f} mm (training crops), denoiser.jsonl"
 
 
 @app.command()
@@ -425,6 +435,7 @@ def reconstruct(
     batch: Annotated[int, typer.Option(min=1, help="frames per network call")] = 16,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     refine: Annotated[bool, typer.Option(help="fit each face to its frame after the encoder: to the depth (codes and pose, then the refinement), or for RGB to MediaPipe's landmarks and the shading")] = True,
+    denoise: Annotated[bool, typer.Option(help="the fit to the depth reads the sensor's depth through the encoder run's learnt correction (where it has one)")] = True,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Faces from RGB-D, depth or RGB: one mesh per frame in template topology, in camera space."""
@@ -436,7 +447,7 @@ def reconstruct(
     branch = predictor.modality(modality)
     is_store = len(inputs) == 1 and (Path(inputs[0]).is_dir() or "://" in inputs[0])  # a frame is a file
     source: str | list = inputs[0] if is_store else frame_files([Path(i) for i in inputs], branch == "rgb", intrinsics)
-    rows = run_reconstruct(source, predictor, out, branch, clean, fmt, batch, overwrite, FitConfig() if refine else None)
+    rows = run_reconstruct(source, predictor, out, branch, clean, fmt, batch, overwrite, FitConfig(denoise=denoise) if refine else None)
     done = [r for r in rows if r["output"]]
     residuals = [float(r["residual_mm"]) for r in done if r["residual_mm"] != ""]  # type: ignore[arg-type]
     typer.echo(f"{out}\n  meshes     {len(done)} ({branch}, {len(predictor.face.template.vertices)} vertices each, camera space, mm), index.csv"
@@ -508,6 +519,7 @@ def evaluate(
     catalog: CatalogOpt = Path("data_catalog.yaml"),
     template: StoreTemplateOpt = None,
     refine: RefineOpt = True,
+    denoise: Annotated[bool, typer.Option(help="rgbd stores: the fit to the depth reads the sensor's depth through the encoder run's learnt correction (where it has one)")] = True,
     workers: WorkersOpt = 2,
     scheduler: SchedulerOpt = None,
     threads: ThreadsOpt = False,
@@ -523,7 +535,7 @@ def evaluate(
     if store_source(store).store_kind == "rgbd":
         if checkpoint is None:
             raise typer.BadParameter("an rgbd store is evaluated with --checkpoint: a train-encoder run")
-        _evaluate_frames(store, checkpoint, out, limit, device, refine)
+        _evaluate_frames(store, checkpoint, out, limit, device, refine, denoise)
         return
     if method not in ("learned", "nicp"):
         raise typer.BadParameter(f"unknown method {method!r} (learned or nicp)")
@@ -553,12 +565,13 @@ def evaluate(
         typer.echo(f"  Bosphorus 22 landmarks {summary['bosphorus22_mean_mm']:.2f} mm")
 
 
-def _evaluate_frames(store: str, checkpoint: Path, out: Path, limit: int | None, device: str, refine: bool) -> None:
+def _evaluate_frames(store: str, checkpoint: Path, out: Path, limit: int | None, device: str, refine: bool, denoise: bool) -> None:
     from facepipe.models.evaluate_frames import evaluate_frames
     from facepipe.models.reconstruct import EncoderPredictor
     from facepipe.schemas.encoder import FitConfig
 
-    summary = evaluate_frames(store, EncoderPredictor.load(checkpoint, device), out, limit, fit=FitConfig() if refine else None)
+    summary = evaluate_frames(store, EncoderPredictor.load(checkpoint, device), out, limit,
+                              fit=FitConfig(denoise=denoise) if refine else None)
     typer.echo(f"{store} (encoder {summary['encoder']}, {'fitted to the frames' if refine else 'encoder alone'}) -> {out}")
     typer.echo(f"  {'branch/input':<16} {'frames':>6} {'camera mm':>10} {'pose-fitted mm':>15} {'+ scale mm':>11} {'ms/frame':>9}")
     for key, r in summary["branches"].items():  # type: ignore[union-attr]

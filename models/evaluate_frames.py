@@ -58,7 +58,8 @@ def evaluate_frames(url: str, predictor: EncoderPredictor, out: Path, limit: int
     for clean in (False, True):
         frames = read_frames(url, cfg.width, cfg.height, clean_input=clean, limit=limit,
                              fit_count=fit.refine_points if fit is not None and fit.refine else 0,
-                             landmarks=not clean and any(predictor.fits_landmarks(m, fit) for m in cfg.modalities))
+                             landmarks=not clean and any(predictor.fits_landmarks(m, fit) for m in cfg.modalities),
+                             correct=predictor.correction(fit, clean))
         if frames.truth is None:
             raise FramesError(f"{url}: no ground truth (render-rgbd carries it for frames of a synth store)")
         for m in cfg.modalities:

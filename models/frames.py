@@ -8,7 +8,7 @@ intrinsics scaled to match. The network inputs are RGB standardised and XYZ rela
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -80,11 +80,14 @@ def image_points(depth: np.ndarray, k: np.ndarray, count: int, rng: np.random.Ge
 
 
 def read_frames(url: str, width: int, height: int, clean_input: bool = False, clean_count: int = 0, seed: int = 0,
-                limit: int | None = None, fit_count: int = 0, landmarks: bool = False) -> Frames:
+                limit: int | None = None, fit_count: int = 0, landmarks: bool = False,
+                correct: Callable[[np.ndarray], np.ndarray] | None = None) -> Frames:
     """The ok frames of an rgbd store; `clean_input`: XYZ from the true depth instead of the sensor's;
     `clean_count` > 0: also that many true-depth points per frame (the cross-domain term's target);
     `fit_count` > 0: that many points of the input depth at its own size (the fit to the depth's);
-    `landmarks`: MediaPipe's landmarks, found on the RGB at its own size (the fit to the image's)."""
+    `landmarks`: MediaPipe's landmarks, found on the RGB at its own size (the fit to the image's);
+    `correct`: what the fit's points are read from, a function of the full-size depth (the sensor's
+    learnt correction, `depth_denoiser.denoise`)."""
     group = open_group(url, "r")
     plan = read_plan(group, url)
     if plan.kind != "rgbd":
@@ -109,7 +112,7 @@ def read_frames(url: str, width: int, height: int, clean_input: bool = False, cl
             if true is not None:
                 clean.append(image_points(true[r], k[r], clean_count, np.random.default_rng([seed, lo + int(r)])))
             if fit_count:
-                points.append(fit_points(depth[r], k[r], fit_count))
+                points.append(fit_points(depth[r] if correct is None else correct(depth[r]), k[r], fit_count))
             if landmarks:
                 marks.append(detect(rgb[r], width, height))
         if has_truth:
@@ -124,6 +127,30 @@ def read_frames(url: str, width: int, height: int, clean_input: bool = False, cl
 def fit_points(depth: np.ndarray, k: np.ndarray, count: int) -> np.ndarray:
     """A frame's points for the fit to its depth: the same subset whichever batch or run reads it."""
     return image_points(depth, k, count, np.random.default_rng(0))
+
+
+def depth_pairs(urls: Sequence[str], count: int, margin: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Up to `count` ok frames of the stores (evenly spread over all of them) as (sensor, true) depth
+    images (mm, NaN holes), each cropped to its pixels with either depth and `margin` more: what the
+    sensor's correction learns from, without holding whole images."""
+    rows = []
+    for url in urls:
+        group = open_group(url, "r")
+        if "depth_clean" in group:
+            rows += [(url, int(i)) for i in np.flatnonzero(read_status(group) == OK)]
+    pick = [rows[i] for i in np.unique(np.linspace(0, len(rows) - 1, min(count, len(rows))).round().astype(int))] if rows else []
+    sensor, clean = [], []
+    for url, i in pick:
+        group = open_group(url, "r")
+        d, c = group["depth"][i], group["depth_clean"][i]
+        seen = np.isfinite(d) | np.isfinite(c)
+        if not seen.any():
+            continue
+        r, q = np.flatnonzero(seen.any(1)), np.flatnonzero(seen.any(0))
+        box = (slice(max(int(r[0]) - margin, 0), int(r[-1]) + 1 + margin), slice(max(int(q[0]) - margin, 0), int(q[-1]) + 1 + margin))
+        sensor.append(d[box])
+        clean.append(c[box])
+    return sensor, clean
 
 
 def concat(frames: Sequence[Frames]) -> Frames:

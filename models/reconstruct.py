@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from pydantic import ValidationError
 from scipy.spatial import cKDTree
 
 from facepipe.models.correspond import Predictor
+from facepipe.models.depth_denoiser import DepthDenoiser, denoise
 from facepipe.models.encoder import FaceEncoder, posed, rotation_6d, shade
 from facepipe.models.frames import FramesError, anchors, fit_points, network_input, prepare, read_frames
 from facepipe.models.run_files import load_state, model_file
@@ -52,6 +54,7 @@ class EncoderPredictor:
     config: EncoderConfig
     device: torch.device
     landmarks: np.ndarray = field(default_factory=lambda: np.full(MESH_POINTS, -1))  # template vertex of each MediaPipe landmark
+    denoiser: DepthDenoiser | None = None  # the sensor's learnt depth correction (runs trained before it have none)
 
     @staticmethod
     def load(path: str | Path, device: str = "auto") -> EncoderPredictor:
@@ -74,7 +77,12 @@ class EncoderPredictor:
         encoder.load_state_dict(state["encoder"])
         encoder.requires_grad_(False)
         marks = np.asarray(state["landmarks"], np.int64) if "landmarks" in state else np.full(MESH_POINTS, -1)
-        return EncoderPredictor(encoder.to(face.device).eval(), face, config, face.device, marks)
+        denoiser = None
+        if "denoiser" in state:
+            denoiser = DepthDenoiser(config.denoiser.width)
+            denoiser.load_state_dict(state["denoiser"])
+            denoiser = denoiser.to(face.device).eval().requires_grad_(False)
+        return EncoderPredictor(encoder.to(face.device).eval(), face, config, face.device, marks, denoiser)
 
     @property
     def has_landmarks(self) -> bool:
@@ -84,10 +92,20 @@ class EncoderPredictor:
         """Whether `predict` fits this branch's faces to MediaPipe's landmarks (so its frames need them found)."""
         return modality == "rgb" and fit is not None and fit.image_steps > 0 and self.has_landmarks
 
+    def correction(self, fit: FitConfig | None, clean_input: bool = False) -> Callable[[np.ndarray], np.ndarray] | None:
+        """What the fit to the depth reads a frame's full-size depth through: the run's learnt
+        correction of the sensor, where there is one and a fit to sensor depth will use it (else None)."""
+        if self.denoiser is None or fit is None or not fit.denoise or clean_input:
+            return None
+        net = self.denoiser
+        return lambda depth: denoise(net, depth)
+
     @property
     def fingerprint(self) -> str:
         h = hashlib.sha256(self.face.fingerprint.encode())
-        for name, tensor in sorted(self.encoder.state_dict().items()):
+        parts = [*self.encoder.state_dict().items(), *(() if self.denoiser is None else
+                                                        ((f"denoiser.{k}", v) for k, v in self.denoiser.state_dict().items()))]
+        for name, tensor in sorted(parts):
             h.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()[:16]
 
@@ -296,14 +314,15 @@ def reconstruct(inputs: str | list[FrameFiles], predictor: EncoderPredictor, out
     count = fit.refine_points if fit is not None and fit.refine and m != "rgb" else 0  # the refinement reads the depth at its own size
     marks = predictor.fits_landmarks(m, fit)
     if isinstance(inputs, str):
-        frames = read_frames(inputs, cfg.width, cfg.height, clean_input=clean_input, fit_count=count, landmarks=marks)
+        frames = read_frames(inputs, cfg.width, cfg.height, clean_input=clean_input, fit_count=count, landmarks=marks,
+                             correct=predictor.correction(fit, clean_input))
         sources = frames.ids
         loaded = [_checked(frames.rgb[i], frames.xyz[i], None if frames.points is None else frames.points[i], frames.k[i],
                            None if frames.landmarks is None else frames.landmarks[i], m, f"{inputs}#{frames.ids[i]}")
                   for i in range(len(frames))]
     else:
         sources = file_relatives([f.source for f in inputs])
-        loaded = [_load(f, m, cfg, count, marks) for f in inputs]
+        loaded = [_load(f, m, cfg, count, marks, predictor.correction(fit)) for f in inputs]
     names = output_names(sources)
     plan = ReconstructPlan(facepipe_version=facepipe_version(), modality=m, clean_input=clean_input, fit=fit,  # type: ignore[arg-type]
                            model_sha256=predictor.fingerprint, template_id=predictor.face.template.id, fmt=fmt,  # type: ignore[arg-type]
@@ -339,9 +358,10 @@ def reconstruct(inputs: str | list[FrameFiles], predictor: EncoderPredictor, out
 Loaded = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]  # RGB, XYZ, depth points, K, landmarks
 
 
-def _load(files: FrameFiles, modality: str, cfg: EncoderConfig, count: int, landmarks: bool) -> Loaded | FacepipeError:
-    """A capture at the input size with `count` points of its depth at its own size (0: none) and,
-    if asked, MediaPipe's landmarks found on its RGB at its own size; or
+def _load(files: FrameFiles, modality: str, cfg: EncoderConfig, count: int, landmarks: bool,
+          correct: Callable[[np.ndarray], np.ndarray] | None = None) -> Loaded | FacepipeError:
+    """A capture at the input size with `count` points of its depth at its own size (0: none; read
+    through `correct` if given) and, if asked, MediaPipe's landmarks found on its RGB at its own size; or
     the error that names its file (batches fixed by position keep the bits of every other frame the same)."""
     try:
         frame = read_frame(files, need_rgb=modality == "rgbd")
@@ -351,7 +371,8 @@ def _load(files: FrameFiles, modality: str, cfg: EncoderConfig, count: int, land
         rgb, xyz, small_k = prepare(frame.rgb, frame.depth if modality != "rgb" else None, k, cfg.width, cfg.height, str(files.source))
     except FacepipeError as exc:
         return exc
-    points = fit_points(frame.depth, k, count) if count and frame.depth is not None else None
+    points = (fit_points(frame.depth if correct is None else correct(frame.depth), k, count)
+              if count and frame.depth is not None else None)
     marks = detect(frame.rgb, cfg.width, cfg.height) if landmarks and frame.rgb is not None else None
     return _checked(rgb, xyz, points, small_k, marks, modality, str(files.source))
 

@@ -11,6 +11,7 @@ against the image). Batches depend only on (seed, epoch), so a resumed run conti
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -22,8 +23,9 @@ import numpy as np
 import torch
 
 from facepipe.models.correspond import Predictor
+from facepipe.models.depth_denoiser import DepthDenoiser, train_denoiser
 from facepipe.models.encoder import FaceEncoder, posed, shade
-from facepipe.models.frames import Frames, anchors, concat, network_input, read_frames
+from facepipe.models.frames import Frames, anchors, concat, depth_pairs, network_input, read_frames
 from facepipe.models.image_landmarks import MESH_POINTS, learn_embedding
 from facepipe.models.losses import gather, nearest, vertex_normals
 from facepipe.models.run_files import load_state, model_file, open_run, restore, save_atomic, start_records, write_history
@@ -142,6 +144,7 @@ class EncoderRun:
     rank: int = 0
     world: int = 1
     landmarks: np.ndarray = field(default_factory=lambda: np.full(MESH_POINTS, -1))  # template vertex of each MediaPipe landmark
+    denoiser: DepthDenoiser | None = None  # the sensor's depth correction, learnt after the epochs
 
     def epoch(self, epoch: int) -> dict[str, float]:
         cfg = self.config
@@ -282,8 +285,27 @@ def landmark_vertices(config: EncoderConfig, face: Predictor, unit_mm: float) ->
 
 def encoder_state(run: EncoderRun) -> dict[str, object]:
     """What `facepipe reconstruct` needs and nothing else: the encoder, its config and the face run it decodes with."""
-    return {"encoder": run.encoder.state_dict(), "config": run.config.model_dump_json(), "decoders": run.face_state,
-            "landmarks": torch.as_tensor(run.landmarks)}
+    state = {"encoder": run.encoder.state_dict(), "config": run.config.model_dump_json(), "decoders": run.face_state,
+             "landmarks": torch.as_tensor(run.landmarks)}
+    return state | ({} if run.denoiser is None else {"denoiser": run.denoiser.state_dict()})
+
+
+def learn_correction(run: EncoderRun, out: Path, log: Callable[[str], None]) -> DepthDenoiser | None:
+    """The sensor's depth correction, learnt on the training stores' sensor and true depth (None when
+    it is off or no branch reads depth); its L1 every step goes to denoiser.jsonl. Its own seeded
+    RNG: the encoder's training, before or after a resume, is untouched by it."""
+    cfg = run.config.denoiser
+    if not cfg.steps or all(m == "rgb" for m in run.config.modalities):
+        return None
+    sensor, clean = depth_pairs(run.config.rgbd, cfg.frames, cfg.crop // 2)
+    if not sensor:
+        log("no frame with true depth: the fit will read the sensor's depth as it is")
+        return None
+    with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
+        net, losses = train_denoiser(sensor, clean, cfg, run.config.seed, run.device, log)
+    with open(out / "denoiser.jsonl", "w") as f:
+        f.writelines(json.dumps({"step": k, "l1_mm": v}) + "\n" for k, v in enumerate(losses))
+    return net
 
 
 def save_checkpoint(path: Path, run: EncoderRun, epoch: int) -> None:
@@ -319,6 +341,7 @@ def train_encoder(config: EncoderConfig, out: Path, resume: bool = False, log: C
     if run.rank == 0:
         from facepipe.models.plots import plot_losses
 
+        run.denoiser = learn_correction(run, out, log)
         plot_losses(history, out / "losses.png", keys=tuple(k for k in history[-1] if k.endswith(("_vertex", "_cross_domain"))))
         write_preview(run, out / "predictions.png")
         save_atomic(encoder_state(run), out / "model.pt")

@@ -98,10 +98,11 @@ def test_a_tiny_encoder_lowers_its_error_and_writes_its_run(setup: dict) -> None
     first, last = history[0], history[-1]
     assert last["depth_vertex"] < 0.5 * first["depth_vertex"] and last["loss"] < first["loss"]
     run = setup["encoder"]
-    for name in ("config.json", "metrics.jsonl", "losses.png", "predictions.png", "model.pt", "checkpoints/last.pt"):
+    for name in ("config.json", "metrics.jsonl", "losses.png", "predictions.png", "model.pt", "checkpoints/last.pt",
+                 "denoiser.jsonl"):
         assert (run / name).exists(), name
     state = torch.load(run / "model.pt", weights_only=True)
-    assert set(state) == {"encoder", "config", "decoders", "landmarks"}  # self-contained: the decoders travel with it
+    assert set(state) == {"encoder", "config", "decoders", "landmarks", "denoiser"}  # self-contained: the decoders travel with it
 
 
 def test_resume_is_exact(setup: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -120,9 +121,9 @@ def test_resume_is_exact(setup: dict, tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(te.EncoderRun, "epoch", real)
     resumed = train_encoder(cfg, tmp_path / "cut", resume=True, **QUIET)
     assert [h["loss"] for h in resumed] == [h["loss"] for h in full]
-    a = torch.load(tmp_path / "full" / "model.pt", weights_only=True)["encoder"]
-    b = torch.load(tmp_path / "cut" / "model.pt", weights_only=True)["encoder"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    a, b = (torch.load(tmp_path / run / "model.pt", weights_only=True) for run in ("full", "cut"))
+    for part in ("encoder", "denoiser"):  # the depth correction, learnt after the epochs, too
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part])
 
 
 def test_reconstructed_meshes_lie_on_the_clean_depth_of_their_frames(setup: dict, tmp_path: Path) -> None:
@@ -270,6 +271,25 @@ def test_the_fit_reads_the_depth_at_its_own_size_the_same_points_in_any_batch(se
     later = read_frames(setup["rgbd"], 80, 64, fit_count=2000, limit=2)
     assert np.array_equal(later.points, frames.points[:2])
     assert read_frames(setup["rgbd"], 80, 64, limit=1).points is None
+
+
+def test_the_fit_reads_sensor_depth_through_the_learnt_correction_and_clean_depth_as_it_is(setup: dict) -> None:
+    """The run's correction moves the fit's points along their pixels' rays (no point invented or
+    dropped); clean depth, `denoise=False` and runs without a correction read the depth as it is."""
+    from facepipe.schemas.encoder import FitConfig
+
+    predictor = EncoderPredictor.load(setup["encoder"], "cpu")
+    assert predictor.denoiser is not None and predictor.correction(FitConfig()) is not None
+    assert predictor.correction(FitConfig(denoise=False)) is None and predictor.correction(FitConfig(), clean_input=True) is None
+    assert predictor.correction(None) is None
+    plain = read_frames(setup["rgbd"], 80, 64, fit_count=500, limit=3)
+    read = read_frames(setup["rgbd"], 80, 64, fit_count=500, limit=3, correct=predictor.correction(FitConfig()))
+    ray = lambda p: p[..., :2] / p[..., 2:]  # noqa: E731 - the pixel a point lies on
+    assert np.allclose(ray(read.points), ray(plain.points), atol=1e-6) and not np.allclose(read.points, plain.points)
+    assert np.abs(read.points[..., 2] - plain.points[..., 2]).max() < 20.0
+    bare = EncoderPredictor.load(setup["encoder"], "cpu")
+    bare.denoiser = None
+    assert bare.correction(FitConfig()) is None and bare.fingerprint != predictor.fingerprint
 
 
 def test_an_encoder_run_of_other_settings_is_a_clear_error(setup: dict, tmp_path: Path) -> None:
