@@ -72,7 +72,7 @@ def tiny_encoder(checkpoint: str, rgbd: list[str]) -> EncoderConfig:
     """A few rendered faces on 2 CPU cores in a minute or two: ResNet-18 at 80 x 64."""
     return EncoderConfig(checkpoint=checkpoint, rgbd=rgbd, modalities=("depth",), width=80, height=64, epochs=25,
                          batch_size=8, lr=2e-3, lr_halve_every=10, code_fit_steps=100, device="cpu",
-                         denoiser=DenoiserConfig(steps=60, crop=32, frames=50))
+                         denoiser=DenoiserConfig(steps=0))  # two dozen frames and a minute teach no correction
 
 
 def reference_encoder(checkpoint: str, rgbd: list[str]) -> EncoderConfig:
