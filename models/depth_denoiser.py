@@ -61,11 +61,11 @@ def net_input(depth: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(np.stack([z, valid], 1), dtype=torch.float32)
 
 
-def _crop_box(valid: np.ndarray) -> tuple[slice, slice]:
-    """The valid pixels' bounding box with a margin of MARGIN pixels (inside the image)."""
+def crop_box(valid: np.ndarray, margin: int) -> tuple[slice, slice]:
+    """The bounding box of an image's `valid` pixels with `margin` more on each side (inside the image)."""
     rows, cols = np.flatnonzero(valid.any(1)), np.flatnonzero(valid.any(0))
-    return (slice(max(int(rows[0]) - MARGIN, 0), int(rows[-1]) + 1 + MARGIN),
-            slice(max(int(cols[0]) - MARGIN, 0), int(cols[-1]) + 1 + MARGIN))
+    return (slice(max(int(rows[0]) - margin, 0), int(rows[-1]) + 1 + margin),
+            slice(max(int(cols[0]) - margin, 0), int(cols[-1]) + 1 + margin))
 
 
 def denoise(net: DepthDenoiser, depth: np.ndarray) -> np.ndarray:
@@ -74,7 +74,7 @@ def denoise(net: DepthDenoiser, depth: np.ndarray) -> np.ndarray:
     valid = np.isfinite(depth)
     if not valid.any():
         return depth.astype(np.float32)
-    rows, cols = _crop_box(valid)
+    rows, cols = crop_box(valid, MARGIN)
     part = depth[rows, cols]
     step = 2 ** LEVELS
     pad = (-part.shape[0] % step, -part.shape[1] % step)

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import torch
 
+from facepipe.models.depth_denoiser import crop_box
 from facepipe.models.image_landmarks import detect
 from facepipe.pipeline.errors import FacepipeError
 from facepipe.pipeline.geometry.depth_sensor import depth_to_xyz
@@ -146,8 +147,7 @@ def depth_pairs(urls: Sequence[str], count: int, margin: int) -> tuple[list[np.n
         seen = np.isfinite(d) | np.isfinite(c)
         if not seen.any():
             continue
-        r, q = np.flatnonzero(seen.any(1)), np.flatnonzero(seen.any(0))
-        box = (slice(max(int(r[0]) - margin, 0), int(r[-1]) + 1 + margin), slice(max(int(q[0]) - margin, 0), int(q[-1]) + 1 + margin))
+        box = crop_box(seen, margin)
         sensor.append(d[box])
         clean.append(c[box])
     return sensor, clean
