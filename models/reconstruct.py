@@ -286,7 +286,7 @@ def refine_to_depth(predictor: EncoderPredictor, placed: Placed, points: torch.T
     unit = float(predictor.encoder.scale_mm)  # the training faces' mm per template unit: the same for every batch
     settings = RefineConfig(basis_threshold_start=(config.pair_start_mm / unit) ** 2, basis_threshold=(config.pair_end_mm / unit) ** 2,
                             basis_steps=config.refine_steps, basis_damping=config.damping_start, max_points=config.refine_points,
-                            vertex_steps=config.surface_steps)
+                            vertex_steps=config.surface_steps, scan_weight=config.scan_weight)
     inside = placed.to_face_frame(points).cpu().numpy().astype(np.float64)
     five = np.full((len(inside), 5, 3), np.nan)
     faces = refine(predictor.face.net, predictor.face.template, inside, five, settings, codes=(placed.identity, placed.expression))

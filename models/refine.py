@@ -10,11 +10,14 @@ plane of the face at the vertex), the five landmarks and a small pull towards ze
 Point-to-plane lets the face slide along the scan to where its shape fits, so it converges in a
 few steps. A damping of the coefficients' steps that shrinks over the steps (`basis_damping`) lets
 the first steps move the pose and the broad shape only, so a start a few mm off (a depth frame's)
-can take pairs from further without their locking the shape. A scan-to-face term is left out on
-purpose, since scan points beyond the template's edge and the uneven vertex density pull vertices
-sideways (measured: 1.3 mm against 0.7 mm on held-out ICT faces). Paper 1's decoders are not
-linear: their codes take Adam steps against the robust two-sided Chamfer, the landmarks and a pull
-towards the network's codes.
+can take pairs from further without their locking the shape. A scan-to-face term (`scan_weight`)
+pairs each scan point with its nearest vertex, point-to-plane, and leaves out points nearest to a
+rim vertex (beyond the face's edge); it averages a sensor's noise, which the face-to-scan pairs do
+not (depth frames: 1.68 -> 1.50 mm pose-fitted from sensor depth, 0.97 -> 0.73 from clean depth).
+It is off for scans: as a point-to-point Chamfer term, scan points past the template's edge and the
+uneven vertex density pulled vertices sideways (1.3 mm against 0.7 mm on held-out ICT faces).
+Paper 1's decoders are not linear: their codes take Adam steps against the robust two-sided
+Chamfer, the landmarks and a pull towards the network's codes.
 (b) A height of each vertex along its normal, towards its nearest scan point, kept smooth by the
 squared uniform Laplacian of the heights, so scan noise does not come through and vertices do not
 slide off their correspondence: what the decoders cannot express. The heights are one linear solve
@@ -57,6 +60,9 @@ class RefineConfig(BaseModel):
     basis_landmark_weight: float = Field(0.1, ge=0, description="the five landmarks against the mean point-to-plane term")
     detected_trust: float = Field(0.01, ge=0, le=1, description="share of the landmark weights given to detected "
                                   "landmarks (MediaPipe's are 2-3 mm off; a database's annotations are not)")
+    scan_weight: float = Field(0.0, ge=0, description="the scan-to-face term (each scan point to its nearest vertex, "
+                               "point-to-plane, rim vertices left out) against the face-to-scan term: a sensor's depth "
+                               "noise averages out in it (0: none)")
     latent_steps: int = Field(30, ge=0, description="Adam steps on the codes of paper 1's decoders")
     latent_lr: float = Field(0.05, gt=0)
     vertex_steps: int = Field(3, ge=0, description="pairings of the per-vertex step, each one linear solve")
@@ -118,8 +124,40 @@ def _rotation(omega: torch.Tensor) -> torch.Tensor:
     return torch.linalg.matrix_exp(torch.stack([torch.stack([zero, -z, y]), torch.stack([z, zero, -x]), torch.stack([-y, x, zero])]))
 
 
+def _plane_rows(m: torch.Tensor, target: torch.Tensor, face: torch.Tensor, normals: torch.Tensor, centre: torch.Tensor,
+                rows: torch.Tensor, rotation: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Jacobian (M, K + 7) and residuals (M,) of the point-to-plane distances of `target` (M, 3) from
+    the vertices `m` (a mask or ids) along their normals; d(face)/d(unknowns): s R B, omega x arm, I, arm."""
+    n, arm = normals[m], face[m] - centre
+    jac = torch.cat([scale * torch.einsum("vj,vjk->vk", n @ rotation, rows[m]), torch.cross(arm, n, dim=-1), n,
+                     (n * arm).sum(-1, keepdim=True)], 1)  # n . (s R B) = (n^T R) . s B, without the rotated basis
+    return jac, (n * (target - face[m])).sum(-1)
+
+
+def _scan_rows(points: np.ndarray, threshold: float, face: torch.Tensor, normals: torch.Tensor, centre: torch.Tensor,
+               rows: torch.Tensor, rotation: torch.Tensor, scale: torch.Tensor,
+               rim: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The scan-to-face term: each scan point paired with its nearest vertex (none past `threshold` or
+    at the rim), summed per vertex. The sum of a vertex's squared point-to-plane distances is its count
+    times that of the pairs' mean point, plus a constant: one row per paired vertex, weighted by
+    `count`. Unlike a vertex's nearest scan point, which among noisy points is the one whose noise
+    brings it nearest (a noise band of the sensor's width holds a face anywhere inside it), a vertex's
+    mean of the points nearest to it averages their noise."""
+    dist, index = cKDTree(face.detach().cpu().numpy()).query(points, workers=1)
+    keep = (dist ** 2 <= threshold) & ~rim[index]
+    vertices = len(face)
+    count = np.bincount(index[keep], minlength=vertices).astype(np.float64)
+    total = np.stack([np.bincount(index[keep], points[keep, d], minlength=vertices) for d in range(3)], 1)
+    ids = np.flatnonzero(count)
+    mean = torch.as_tensor(total[ids] / count[ids, None], dtype=face.dtype, device=face.device)
+    ids_t = torch.as_tensor(ids, device=face.device)
+    jac, res = _plane_rows(ids_t, mean, face, normals, centre, rows, rotation, scale)
+    return jac, res, torch.as_tensor(count[ids], dtype=face.dtype, device=face.device)
+
+
 def fit_bases(net: FaceNet, triangles: torch.Tensor, scans: _Scans, ids: torch.Tensor, five: torch.Tensor, valid: torch.Tensor,
-              trust: torch.Tensor, codes: tuple[torch.Tensor, torch.Tensor], config: RefineConfig) -> torch.Tensor:
+              trust: torch.Tensor, codes: tuple[torch.Tensor, torch.Tensor], config: RefineConfig,
+              rim: np.ndarray | None = None) -> torch.Tensor:
     """(B, V, 3) faces of a basis decoder with their coefficients, and a similarity pose of each face,
     fitted to the scans (module docstring, (a)). The pose is there because a scan's frame comes from
     its five landmarks: detected ones (MediaPipe) are 2-3 mm off, which leaves the scan turned, moved
@@ -138,6 +176,7 @@ def fit_bases(net: FaceNet, triangles: torch.Tensor, scans: _Scans, ids: torch.T
     thresholds = np.geomspace(config.basis_threshold_start, config.basis_threshold, config.basis_steps)
     dampings = (np.geomspace(config.basis_damping, config.basis_prior, config.basis_steps)
                 if config.basis_damping > config.basis_prior > 0 else np.full(config.basis_steps, config.basis_prior))
+    rim = np.zeros(vertices, bool) if rim is None else rim
     out = []
     for b in range(len(start)):
         coefficients, rotation = start[b], eye.clone()
@@ -152,13 +191,13 @@ def fit_bases(net: FaceNet, triangles: torch.Tensor, scans: _Scans, ids: torch.T
             normals = vertex_normals(face[None].float(), triangles)[0].double()
             nearest, dist2 = scans.nearest(face[None].float(), b)
             m = dist2[0] <= threshold
-            n, arm = normals[m], face[m] - centre
-            # d(face)/d(unknowns) at each vertex: s R B, omega x arm, I, arm
-            turned = scale * torch.einsum("ij,vjk->vik", rotation, rows[m])
-            jac = torch.cat([torch.einsum("vd,vdk->vk", n, turned), torch.cross(arm, n, dim=-1), n, (n * arm).sum(-1, keepdim=True)], 1)
-            res = (n * (gather(scans.points[b:b + 1], nearest)[0].double()[m] - face[m])).sum(-1)
+            jac, res = _plane_rows(m, gather(scans.points[b:b + 1], nearest)[0].double()[m], face, normals, centre, rows, rotation, scale)
             weight = 1.0 / max(int(m.sum()), 1)
             a, rhs = weight * jac.T @ jac + prior, weight * jac.T @ res
+            if config.scan_weight > 0:
+                jac, res, count = _scan_rows(scans.arrays[b], threshold, face, normals, centre, rows, rotation, scale, rim)
+                weight = config.scan_weight / max(float(count.sum()), 1.0)
+                a, rhs = a + weight * jac.T @ (count[:, None] * jac), rhs + weight * jac.T @ (count * res)
             rhs[:size] -= config.basis_prior * coefficients
             if lm.any():
                 k = ids[lm]
@@ -220,7 +259,7 @@ def refine(net: FaceNet, template: Template, points: np.ndarray, five: np.ndarra
             with torch.no_grad():
                 codes = net.encode(torch.as_tensor(points, dtype=torch.float32, device=device))
         if net.decoder == "basis":
-            base = fit_bases(net, triangles, scans, ids, five_t, valid, trust, codes, config)
+            base = fit_bases(net, triangles, scans, ids, five_t, valid, trust, codes, config, template.rim)
         else:
             base = _fit_codes(net, scans, ids, five_t, valid, trust, codes, config)
     finally:

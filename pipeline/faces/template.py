@@ -51,8 +51,20 @@ class Template:
 
     def edges(self) -> np.ndarray:
         """(E, 2) unique undirected edges, sorted."""
-        e = np.sort(self.triangles[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
-        return np.unique(e, axis=0)
+        return np.unique(self._half_edges(), axis=0)
+
+    def _half_edges(self) -> np.ndarray:
+        """(3F, 2) each triangle's three edges, sorted within each row."""
+        return np.sort(self.triangles[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
+
+    @cached_property
+    def rim(self) -> np.ndarray:
+        """(V,) bool: vertices on an edge of one triangle only (the face's outline, the mouth's hole).
+        A scan point nearest to one lies beyond the face (hair, neck, the inner mouth) and pairs with nothing."""
+        edges, count = np.unique(self._half_edges(), axis=0, return_counts=True)
+        out = np.zeros(len(self.vertices), bool)
+        out[edges[count == 1].ravel()] = True
+        return out
 
     def save(self, path: str | PathLike[str]) -> None:
         np.savez(Path(path), name=self.name, vertices=self.vertices, triangles=self.triangles,
