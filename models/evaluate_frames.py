@@ -66,8 +66,9 @@ def evaluate_frames(url: str, predictor: EncoderPredictor, out: Path, limit: int
             if m == "rgb" and clean:
                 continue  # no depth: one result
             key = m if m == "rgb" else f"{m}/{'clean' if clean else 'sensor'}"
+            used = predictor.depth_fit(fit, clean)  # the scan-to-face term on clean or corrected depth only
             t0 = time.perf_counter()
-            pred = np.concatenate([predictor.predict(frames.rgb[i:i + batch], frames.xyz[i:i + batch], m, fit,
+            pred = np.concatenate([predictor.predict(frames.rgb[i:i + batch], frames.xyz[i:i + batch], m, used,
                                                      None if frames.points is None else frames.points[i:i + batch],
                                                      frames.k[i:i + batch],
                                                      None if frames.landmarks is None else frames.landmarks[i:i + batch])

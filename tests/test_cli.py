@@ -115,4 +115,4 @@ def test_the_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "demo" / "run" / "losses.png").exists()
     assert len(list((tmp_path / "out" / "demo" / "reconstructed").glob("*.ply"))) == 24  # faces from depth frames
     frames = json.loads((tmp_path / "out" / "demo" / "eval-rgbd" / "report.json").read_text())["branches"]
-    assert set(frames) == {"depth/sensor", "depth/clean"} and frames["depth/sensor"]["frames"] == 24
+    assert set(frames) == {"depth/sensor", "depth/clean"} and frames["depth/sensor"]["frames"] == 8

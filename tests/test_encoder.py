@@ -291,6 +291,13 @@ def test_the_fit_reads_sensor_depth_through_the_learnt_correction_and_clean_dept
     bare = EncoderPredictor.load(setup["encoder"], "cpu")
     bare.denoiser = None
     assert bare.correction(FitConfig()) is None and bare.fingerprint != predictor.fingerprint
+    # the refinement's scan-to-face term follows the depth's bias too: only on clean or corrected depth
+    weight = FitConfig().scan_weight
+    assert weight > 0 and predictor.depth_fit(FitConfig()).scan_weight == weight  # type: ignore[union-attr]
+    assert predictor.depth_fit(FitConfig(), clean_input=True).scan_weight == weight  # type: ignore[union-attr]
+    assert predictor.depth_fit(FitConfig(denoise=False)).scan_weight == 0  # type: ignore[union-attr]
+    assert bare.depth_fit(FitConfig()).scan_weight == 0 and bare.depth_fit(FitConfig(), clean_input=True).scan_weight == weight  # type: ignore[union-attr]
+    assert predictor.depth_fit(None) is None
 
 
 def test_an_encoder_run_of_other_settings_is_a_clear_error(setup: dict, tmp_path: Path) -> None:
