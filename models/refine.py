@@ -163,11 +163,12 @@ def _scan_rows(points: np.ndarray, threshold: float, face: torch.Tensor, normals
 
 def fit_bases(net: FaceNet, triangles: torch.Tensor, scans: _Scans, ids: torch.Tensor, five: torch.Tensor, valid: torch.Tensor,
               trust: torch.Tensor, codes: tuple[torch.Tensor, torch.Tensor], config: RefineConfig,
-              rim: np.ndarray | None = None) -> torch.Tensor:
+              rim: np.ndarray) -> torch.Tensor:
     """(B, V, 3) faces of a basis decoder with their coefficients, and a similarity pose of each face,
     fitted to the scans (module docstring, (a)). The pose is there because a scan's frame comes from
     its five landmarks: detected ones (MediaPipe) are 2-3 mm off, which leaves the scan turned, moved
-    and scaled against the faces the bases were made from, and bases have no mode for that."""
+    and scaled against the faces the bases were made from, and bases have no mode for that. `rim`:
+    (V,) the template's rim vertices (the scan-to-face term leaves out points nearest to them)."""
     decoders = (net.identity_decoder, net.expression_decoder)
     basis = torch.cat([d.basis.weight for d in decoders], 1).double()  # type: ignore[union-attr]  # (3V, K)
     vertices, size = basis.shape[0] // 3, basis.shape[1]
@@ -182,7 +183,6 @@ def fit_bases(net: FaceNet, triangles: torch.Tensor, scans: _Scans, ids: torch.T
     thresholds = np.geomspace(config.basis_threshold_start, config.basis_threshold, config.basis_steps)
     dampings = (np.geomspace(config.basis_damping, config.basis_prior, config.basis_steps)
                 if config.basis_damping > config.basis_prior > 0 else np.full(config.basis_steps, config.basis_prior))
-    rim = np.zeros(vertices, bool) if rim is None else rim
     out = []
     for b in range(len(start)):
         coefficients, rotation = start[b], eye.clone()
